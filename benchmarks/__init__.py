@@ -1,0 +1,1 @@
+"""Speed and memory measurements (not tests). ``python -m benchmarks [NAME ...]`` runs them."""

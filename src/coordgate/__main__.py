@@ -1,0 +1,5 @@
+import sys
+
+from coordgate.cli import main
+
+sys.exit(main())

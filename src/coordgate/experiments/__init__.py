@@ -1,0 +1,1 @@
+"""Thin drivers that reproduce the paper's experiments from the library pieces."""

@@ -1,0 +1,17 @@
+"""Torch-only building blocks: sensor coordinates, CoordGate and its baselines."""
+
+from coordgate.layers.conv import CoordGateConv
+from coordgate.layers.coordconv import AddCoords, CoordConv
+from coordgate.layers.coords import coordinate_grid
+from coordgate.layers.gate import GATE_MODES, CoordGate
+from coordgate.layers.local import LocallyConnected
+
+__all__ = [
+    "GATE_MODES",
+    "AddCoords",
+    "CoordConv",
+    "CoordGate",
+    "CoordGateConv",
+    "LocallyConnected",
+    "coordinate_grid",
+]

@@ -1,0 +1,101 @@
+"""CoordConv (Liu et al. 2018): concatenate coordinate channels before a convolution.
+
+The paper's baseline: the coordinates enter a weighted sum with the data, so they cannot
+act the same way on every sample (paper §II). Coordinates are the project's sensor
+coordinates (``coordinate_grid``), built on the input's device, one channel per axis in
+axis order (for 2D: rows then columns), correct for non-square inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from coordgate.layers.coords import coordinate_grid, per_sample_origins
+from coordgate.layers.shapes import check_dim, check_features, conv_nd
+
+__all__ = ["AddCoords", "CoordConv"]
+
+
+class AddCoords(nn.Module):
+    """Append coordinate channels (and optionally the radius) to the features.
+
+    x: (N, C, *spatial) -> (N, C + dim (+1 if with_r), *spatial)
+
+    The radius is the Euclidean distance from the frame centre in normalised coordinates.
+    """
+
+    def __init__(self, dim: int = 2, with_r: bool = False) -> None:
+        super().__init__()
+        self.dim, self.with_r = check_dim(dim), with_r
+
+    @property
+    def extra_channels(self) -> int:
+        return self.dim + int(self.with_r)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, with_r={self.with_r}"
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        check_features(x, None, self.dim, "AddCoords")
+        rows = per_sample_origins(origin, x.shape[0], self.dim)
+        if rows is None:
+            coords = self._coords(x, origin, full_size).unsqueeze(0)
+            coords = coords.expand(x.shape[0], *coords.shape[1:])
+        else:
+            coords = torch.stack([self._coords(x, row, full_size) for row in rows])
+        return torch.cat([x, coords], dim=1)
+
+    def _coords(self, x: torch.Tensor, origin, full_size) -> torch.Tensor:
+        coords = coordinate_grid(
+            x.shape[2:], origin=origin, full_size=full_size, device=x.device, dtype=x.dtype
+        )
+        if self.with_r:
+            coords = torch.cat([coords, coords.square().sum(0, keepdim=True).sqrt()])
+        return coords
+
+
+class CoordConv(nn.Module):
+    """A convolution over the features with coordinate channels appended.
+
+    x: (N, in_channels, *spatial) -> (N, out_channels, *spatial') where spatial' depends
+    on ``padding`` as for ``nn.ConvNd`` (default ``"same"``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        *,
+        dim: int = 2,
+        with_r: bool = False,
+        padding: str | int = "same",
+        **conv_options,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.dim = in_channels, check_dim(dim)
+        self.add_coords = AddCoords(dim, with_r)
+        self.conv = conv_nd(dim)(
+            in_channels + self.add_coords.extra_channels,
+            out_channels,
+            kernel_size,
+            padding=padding,
+            **conv_options,
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        check_features(x, self.in_channels, self.dim, "CoordConv")
+        return self.conv(self.add_coords(x, origin, full_size))

@@ -1,0 +1,228 @@
+"""CoordGate: multiply feature channels by a gate computed from sensor coordinates.
+
+Paper Eq. (3): ``y[i, a] = h(x)[i, a] * g(C[i])[a]``. The gate ``g`` depends on nothing but
+the coordinates, so once trained it is a constant map: in eval mode it is computed once
+per (size, origin, full_size, device, dtype) and cached, and inference costs one
+elementwise multiply.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from coordgate.layers.coords import (
+    axis_coordinates,
+    coordinate_grid,
+    per_sample_origins,
+    resolve_frame,
+)
+from coordgate.layers.shapes import check_dim, check_features
+
+__all__ = ["CoordGate", "GATE_MODES"]
+
+GATE_MODES = ("mlp", "map", "lowres")
+_CACHE_ENTRIES = 64
+
+
+def _keys_kernel(t: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel (a = -0.5): C1-smooth, interpolating, sums to one."""
+    t = t.abs()
+    near = (1.5 * t - 2.5) * t * t + 1
+    far = ((-0.5 * t + 2.5) * t - 4) * t + 2
+    return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+def cubic_weights(coords: torch.Tensor, knots: int) -> torch.Tensor:
+    """Weights (len(coords), knots) that interpolate ``knots`` values spread evenly over
+    [-1, 1] at ``coords``, with Keys' cubic kernel and the edge values repeated outside."""
+    t = (coords + 1) * (knots - 1) / 2
+    positions = torch.arange(-1, knots + 1, device=coords.device, dtype=coords.dtype)
+    w = _keys_kernel(t[:, None] - positions[None, :])
+    if knots == 1:
+        return w.sum(1, keepdim=True)
+    inner = w[:, 1:-1].clone()
+    inner[:, 0] += w[:, 0]
+    inner[:, -1] += w[:, -1]
+    return inner
+
+
+class CoordGate(nn.Module):
+    """Multiply features by a gate computed from sensor coordinates.
+
+    x: (N, C, *spatial) -> (N, C, *spatial), with ``dim`` spatial axes.
+
+    Args:
+        channels: number of feature channels C (one gate value per channel and pixel).
+        dim: number of spatial axes (1, 2 or 3).
+        hidden: width of the coordinate encoder's hidden layers (``mode="mlp"``).
+        layers: number of fully-connected layers of the encoder (``mode="mlp"``), with
+            a nonlinearity between consecutive layers so the gate is not an affine ramp.
+        mode: ``"mlp"`` (pixel-wise MLP on coordinates, any input size), ``"map"`` (a
+            directly trainable map of fixed ``size``, paper §III) or ``"lowres"`` (a trainable
+            ``grid``-sized map upsampled with cubic interpolation, any input size).
+        size: spatial size of the full frame for ``mode="map"``.
+        grid: knots per axis of the ``"lowres"`` map.
+        activation: nonlinearity class between the encoder's layers.
+
+    The gate starts at the identity (all ones): the encoder's last layer is zero-initialised
+    with a bias of one, and the maps start at one.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        dim: int = 2,
+        hidden: int = 32,
+        layers: int = 2,
+        mode: str = "mlp",
+        size: Sequence[int] | None = None,
+        grid: int = 8,
+        activation: type[nn.Module] = nn.GELU,
+    ) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        if mode not in GATE_MODES:
+            raise ValueError(f"mode must be one of {GATE_MODES}, got {mode!r}")
+        self.channels, self.dim, self.mode = channels, check_dim(dim), mode
+        self.size: tuple[int, ...] | None = None
+        self.encoder: nn.Sequential | None = None
+        self.map: nn.Parameter | None = None
+        if mode == "mlp":
+            if layers < 1 or hidden < 1:
+                raise ValueError(f"layers and hidden must be >= 1, got {layers=}, {hidden=}")
+            widths = [dim] + [hidden] * (layers - 1) + [channels]
+            modules: list[nn.Module] = []
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+                modules += [nn.Linear(a, b)] + ([activation()] if i < layers - 1 else [])
+            self.encoder = nn.Sequential(*modules)
+            last = self.encoder[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.ones_(last.bias)
+            self.hidden, self.layers = hidden, layers
+        elif mode == "map":
+            if size is None or len(size) != dim:
+                raise ValueError(f"mode='map' needs size with {dim} entries, got {size!r}")
+            self.size = tuple(int(s) for s in size)
+            self.map = nn.Parameter(torch.ones(channels, *self.size))
+        else:
+            if grid < 1:
+                raise ValueError(f"grid must be >= 1, got {grid!r}")
+            self.grid = grid
+            self.map = nn.Parameter(torch.ones(channels, *([grid] * dim)))
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def extra_repr(self) -> str:
+        detail = {
+            "mlp": lambda: f"hidden={self.hidden}, layers={self.layers}",
+            "map": lambda: f"size={self.size}",
+            "lowres": lambda: f"grid={self.grid}",
+        }[self.mode]()
+        return f"{self.channels}, dim={self.dim}, mode={self.mode!r}, {detail}"
+
+    def train(self, mode: bool = True) -> CoordGate:
+        self._cache.clear()
+        return super().train(mode)
+
+    def gate(
+        self,
+        size: Sequence[int],
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """The gate g(C) for an input of spatial ``size`` at ``origin`` in ``full_size``.
+
+        Returns (C, *size). Always recomputed (see ``forward`` for the cached path).
+        """
+        size = tuple(int(s) for s in size)
+        origin_t, full_t = resolve_frame(size, origin, full_size)
+        param = next(self.parameters())
+        device = param.device if device is None else device
+        dtype = param.dtype if dtype is None else dtype
+        if self.mode == "map":
+            return self._crop_map(size, origin_t, full_t).to(dtype)
+        frame = dict(origin=origin_t, full_size=full_t, device=device, dtype=dtype)
+        if self.mode == "mlp":
+            coords = coordinate_grid(size, **frame)
+            flat = coords.reshape(self.dim, -1).transpose(0, 1)
+            return self.encoder(flat).transpose(0, 1).reshape(self.channels, *size)
+        out = self.map.to(dtype)
+        for a, coords in enumerate(axis_coordinates(size, **frame)):
+            w = cubic_weights(coords, self.grid)  # (size[a], grid)
+            out = torch.tensordot(out, w, dims=([1 + a], [1]))  # interpolated axis goes last
+            out = torch.movedim(out, out.ndim - 1, 1 + a)
+        return out
+
+    def _crop_map(self, size, origin, full_size) -> torch.Tensor:
+        if tuple(full_size) != tuple(float(s) for s in self.size) or any(
+            o != math.floor(o) for o in origin
+        ):
+            raise ValueError(
+                f"CoordGate(mode='map') is trained on a frame of size {self.size}: "
+                f"full_size must be {self.size} and origin whole pixels, got "
+                f"full_size={full_size}, origin={origin}"
+            )
+        index = tuple(slice(int(o), int(o) + s) for o, s in zip(origin, size))
+        return self.map[(slice(None),) + index]
+
+    def _cache_key(self, size, origin, full_size, device, dtype) -> tuple:
+        params = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        return (size, origin, full_size, str(device), dtype, params)
+
+    def _cached_gate(self, size, origin, full_size, device, dtype) -> torch.Tensor:
+        origin_t, full_t = resolve_frame(size, origin, full_size)
+        key = self._cache_key(size, origin_t, full_t, device, dtype)
+        gate = self._cache.get(key)
+        if gate is None:
+            with torch.inference_mode(False), torch.no_grad():
+                gate = self.gate(size, origin_t, full_t, device=device, dtype=dtype)
+            self._cache[key] = gate
+            if len(self._cache) > _CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return gate
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """x: (N, C, *spatial) -> x * g(C), same shape.
+
+        ``origin`` / ``full_size`` place ``x`` in the sensor frame, in ``x``'s own pixel
+        units (fractional at a downsampled level: ``origin / 2**level``). ``origin`` may
+        also be an (N, dim) tensor, one origin per sample (e.g. random training crops).
+        In eval mode the gate is a cached constant; tracing and export compute it in the graph.
+        """
+        return x * self.weights_for(x, origin, full_size)
+
+    def weights_for(
+        self,
+        x: torch.Tensor,
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """The gate for features ``x``, shaped to broadcast against them: (1 or N, C, *spatial)."""
+        check_features(x, self.channels, self.dim, "CoordGate")
+        size = tuple(x.shape[2:])
+        rows = per_sample_origins(origin, x.shape[0], self.dim)
+        if rows is None:
+            return self._gate_for(size, origin, full_size, x).unsqueeze(0)
+        return torch.stack([self._gate_for(size, row, full_size, x) for row in rows])
+
+    def _gate_for(self, size, origin, full_size, x: torch.Tensor) -> torch.Tensor:
+        exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if self.training or exporting:
+            return self.gate(size, origin, full_size, device=x.device, dtype=x.dtype)
+        return self._cached_gate(size, origin, full_size, x.device, x.dtype)

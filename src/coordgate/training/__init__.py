@@ -1,0 +1,1 @@
+"""Training: the fit/evaluate loop, metrics, checkpoints and distributed runs."""
