@@ -1,0 +1,57 @@
+"""Optics: PSF models and fields, spatially-varying blur operators, noise, and classical
+restoration (Wiener, Richardson-Lucy). Torch and NumPy only.
+
+Typical use::
+
+    field = PSFField.default()                       # the paper's lens (Fig. 5)
+    blur = SpatiallyVaryingBlur(field, (128, 128), method="lowrank")
+    y = poisson_gaussian(blur.A(x), photons=1000, read_noise=2, generator=g)
+"""
+
+from coordgate.optics.blur import BlurOperator, ShiftInvariantBlur, SpatiallyVaryingBlur
+from coordgate.optics.boundary import PADDINGS
+from coordgate.optics.field import (
+    DEFAULT_GRID_SIZE,
+    GaussianField,
+    LensField,
+    MeasuredField,
+    PSFField,
+    field_radius,
+)
+from coordgate.optics.noise import poisson_gaussian
+from coordgate.optics.psf import (
+    ABERRATIONS,
+    diffraction_psf,
+    gaussian_psf,
+    psf_width,
+    zernike,
+)
+from coordgate.optics.restoration import (
+    multi_wiener,
+    richardson_lucy,
+    spatially_varying_wiener,
+    wiener_deconvolution,
+)
+
+__all__ = [
+    "ABERRATIONS",
+    "DEFAULT_GRID_SIZE",
+    "BlurOperator",
+    "PADDINGS",
+    "GaussianField",
+    "LensField",
+    "MeasuredField",
+    "PSFField",
+    "ShiftInvariantBlur",
+    "SpatiallyVaryingBlur",
+    "diffraction_psf",
+    "field_radius",
+    "gaussian_psf",
+    "multi_wiener",
+    "poisson_gaussian",
+    "psf_width",
+    "richardson_lucy",
+    "spatially_varying_wiener",
+    "wiener_deconvolution",
+    "zernike",
+]

@@ -1,0 +1,440 @@
+"""Blur operators: a forward model ``A`` with its adjoint ``A_T`` on (N, C, H, W) images.
+
+Every source pixel ``q`` spreads its light as its own PSF centred on itself,
+``y(p) = sum_q x(q) h_q(p - q)`` (the physical superposition), so a unit impulse at ``q``
+maps to ``h_q``. ``padding`` (see :mod:`coordgate.optics.boundary`) states what the
+object is outside the frame; no operator wraps around unless ``padding="circular"``.
+
+Per-pixel PSFs of :class:`SpatiallyVaryingBlur` are the bilinear interpolation of the
+field's PSFs on a grid of field points (``field.grid(grid_size)``); sources outside the
+frame take the PSF of the nearest grid edge. Both methods share that definition, so
+``exact`` vs ``lowrank`` differences are the low-rank truncation alone (at full rank they
+agree to rounding):
+
+- ``exact``: each pixel's PSF is blended from its four grid neighbours and scattered
+  (``A``) or gathered (``A_T``), a few rows at a time so memory stays under
+  ``chunk_bytes`` whatever the image size.
+- ``lowrank``: product-convolution over eigen-PSFs, ``y = sum_k h_k * (w_k . x)``, with
+  ``h_k`` the leading right singular vectors of the (grid points, k*k) PSF matrix scaled
+  by their singular values and ``w_k`` the bilinear interpolation of the matching left
+  singular vectors to every pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coordgate.layers.coords import coordinate_grid, resolve_frame
+from coordgate.optics.boundary import check_padding, extend, extend_adjoint
+from coordgate.optics.field import PSFField
+from coordgate.optics.fourier import (
+    kernel_spectra,
+    linear_fft_shape,
+    product_convolution,
+    product_convolution_adjoint,
+)
+from coordgate.optics.interpolation import bracket, interpolation_matrix
+from coordgate.optics.psf import check_psf
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_RANK_TOLERANCE",
+    "MAX_AUTO_RANK",
+    "METHODS",
+    "BlurOperator",
+    "ShiftInvariantBlur",
+    "SpatiallyVaryingBlur",
+]
+
+METHODS = ("exact", "lowrank")
+#: ``rank=None`` keeps the fewest eigen-PSFs whose discarded share of the PSF grid's
+#: Frobenius norm is at most this, capped at ``MAX_AUTO_RANK`` (noisy measured grids).
+DEFAULT_RANK_TOLERANCE = 1e-4
+MAX_AUTO_RANK = 16
+#: Working memory of one row chunk of the exact operator.
+DEFAULT_CHUNK_BYTES = 1 << 27
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """FFTs and folds need float32 or float64; other float types compute in float32."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _check_image(x: Any, name: str, operator: str, size: Sequence[int] | None) -> None:
+    expected = "(N, C, H, W)" if size is None else f"(N, C, {size[0]}, {size[1]})"
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{operator} expects {name} of shape {expected}, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"{operator} expects a 4-D {name} of shape {expected}, "
+            f"got a {x.ndim}-D tensor of shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{operator} expects a floating-point {name}, got dtype {x.dtype}")
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        raise ValueError(
+            f"{operator} was built for {size[0]}x{size[1]} images, "
+            f"got {name} of shape {tuple(x.shape)}"
+        )
+
+
+class _LinearMap(torch.autograd.Function):
+    """A linear map whose backward is its given transpose.
+
+    Keeps the exact operator's chunked in-place loops out of the autograd graph; the
+    backward calls the transpose through this Function again, so it is differentiable too.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, apply: Any, transpose: Any) -> torch.Tensor:
+        ctx.maps = (apply, transpose)
+        return apply(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        apply, transpose = ctx.maps
+        return _LinearMap.apply(grad, transpose, apply), None, None
+
+
+class BlurOperator(nn.Module):
+    """A linear blur with ``A`` (forward, also ``forward``) and its adjoint ``A_T``.
+
+    x: (N, C, H, W) -> (N, C, H, W). Computation runs in the input's dtype (float32 for
+    half types) on the input's device; buffers follow ``.to()``.
+    """
+
+    padding: str
+    psf_size: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple, Any] = {}
+
+    def _image_size(self) -> tuple[int, int] | None:
+        return None
+
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _run(self, fn: Any, x: torch.Tensor, name: str) -> torch.Tensor:
+        size = self._image_size()
+        _check_image(x, name, type(self).__name__, size)
+        if size is None and min(x.shape[-2:]) < self.psf_size:
+            raise ValueError(
+                f"{type(self).__name__}: a {self.psf_size}x{self.psf_size} PSF does not fit "
+                f"{name} of shape {tuple(x.shape)}"
+            )
+        return fn(x.to(_compute_dtype(x.dtype))).to(x.dtype)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Blur: x (N, C, H, W) -> y (N, C, H, W)."""
+        return self._run(self._apply_A, x, "x")
+
+    def A_T(self, y: torch.Tensor) -> torch.Tensor:
+        """Adjoint blur: y (N, C, H, W) -> (N, C, H, W), with <A x, y> = <x, A_T y>."""
+        return self._run(self._apply_A_T, y, "y")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`A`: (N, C, H, W) -> (N, C, H, W)."""
+        return self.A(x)
+
+    @property
+    def margin(self) -> int:
+        """Pixels of object assumed beyond the frame (0 for zero padding)."""
+        return 0 if self.padding == "zero" else self.psf_size // 2
+
+    def _apply(self, fn: Any, recurse: bool = True) -> BlurOperator:
+        # Cached spectra and casts belong to the old device/dtype of the buffers.
+        self._cache.clear()
+        return super()._apply(fn, recurse)
+
+
+class ShiftInvariantBlur(BlurOperator):
+    """Convolution with one PSF (k, k) everywhere, via FFT without wrap-around.
+
+    The PSF is used as given (validated, not renormalised). Spectra are cached per
+    (image size, device, dtype).
+    """
+
+    def __init__(self, psf: torch.Tensor, padding: str = "zero") -> None:
+        super().__init__()
+        check_psf(psf, "psf")
+        self.padding = check_padding(padding)
+        self.psf_size = psf.shape[-1]
+        self.register_buffer("psf", psf.detach().clone())
+
+    def _spectra(self, size: tuple[int, int], like: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        key = (size, like.device, like.dtype)
+        if key not in self._cache:
+            shape = linear_fft_shape(size, self.margin, self.psf_size)
+            self._cache[key] = (shape, kernel_spectra(self.psf.to(like)[None], shape))
+        return self._cache[key]
+
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        shape, spectra = self._spectra(tuple(x.shape[-2:]), x)
+        return product_convolution(
+            extend(x, self.margin, self.padding), spectra, None, shape, self.margin
+        )
+
+    def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
+        shape, spectra = self._spectra(tuple(y.shape[-2:]), y)
+        z = product_convolution_adjoint(y, spectra, None, shape, self.margin)
+        return extend_adjoint(z, self.margin, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"psf_size={self.psf_size}, padding={self.padding!r}"
+
+
+def _image_size(image_size: Any) -> tuple[int, int]:
+    """(H, W) from a pair of positive integers or one integer (a square frame)."""
+    size = tuple(image_size) if isinstance(image_size, Sequence) else (image_size,) * 2
+    if len(size) != 2 or not all(
+        isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in size
+    ):
+        raise ValueError(f"image_size must be two positive integers (H, W), got {image_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _source_coords(n: int, origin: float, full: float, margin: int) -> torch.Tensor:
+    """Normalised coordinates of the frame's pixels plus ``margin`` on each side."""
+    core = coordinate_grid((n,), origin=origin, full_size=full, dtype=torch.float64)[0]
+    step = 2 / full * torch.arange(1, margin + 1, dtype=torch.float64)
+    return torch.cat([core[0] - step.flip(0), core, core[-1] + step])
+
+
+def _eigen_psfs(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SVD of the (grid points, k*k) PSF matrix M = U S V^T, through the eigenvectors of
+    the small Gram matrix M M^T (LAPACK's SVD of this nearly low-rank matrix can be slow).
+
+    Returns singular values S (r,), coefficients U (P, r) and scaled eigen-PSFs
+    S V^T = U^T M (r, k*k), r = min(P, k*k), strongest first, each eigen-PSF with a
+    positive sum.
+    ``U[:, :K] @ (U^T M)[:K]`` is the best rank-K approximation of M; no division by small
+    singular values is needed, so full rank reproduces M to rounding.
+    """
+    r = min(matrix.shape)
+    eigenvalues, u = torch.linalg.eigh(matrix @ matrix.T)
+    eigenvalues, u = eigenvalues.flip(0)[:r].clamp_min(0), u.flip(1)[:, :r]
+    kernels = u.T @ matrix
+    sign = torch.where(kernels.sum(1) < 0, -1.0, 1.0).to(matrix)
+    return eigenvalues.sqrt(), u * sign, kernels * sign[:, None]
+
+
+def _choose_rank(singular_values: torch.Tensor, rank: int | None) -> int:
+    full = singular_values.numel()
+    if rank is None:
+        tail = (singular_values**2).flip(0).cumsum(0).flip(0).sqrt() / singular_values.norm()
+        within = (tail <= DEFAULT_RANK_TOLERANCE).nonzero()
+        return min(int(within[0]) if len(within) else full, MAX_AUTO_RANK, full)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= full:
+        raise ValueError(
+            f"rank must be an integer from 1 to {full} (grid points or PSF pixels, whichever "
+            f"is fewer), got {rank!r}"
+        )
+    return rank
+
+
+class SpatiallyVaryingBlur(BlurOperator):
+    """Blur of an ``image_size`` frame by a :class:`PSFField` (see the module docstring).
+
+    field: the PSF field; image_size: (H, W); method: ``"exact"`` or ``"lowrank"``;
+    rank: eigen-PSFs kept by ``lowrank`` (None: automatic, see ``DEFAULT_RANK_TOLERANCE``);
+    padding: boundary assumption; grid_size: field points per axis the PSFs are sampled
+    on (None: the field's own grid, ``DEFAULT_GRID_SIZE`` for analytic fields);
+    origin, full_size: where this image sits on the sensor (default: the whole frame);
+    chunk_bytes: working-memory bound of the exact operator; device, dtype: of the
+    buffers (default: CPU, the default dtype).
+    """
+
+    def __init__(
+        self,
+        field: PSFField,
+        image_size: Sequence[int],
+        *,
+        method: str = "exact",
+        rank: int | None = None,
+        padding: str = "zero",
+        grid_size: int | None = None,
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(field, PSFField):
+            raise ValueError(f"field must be a PSFField, got {type(field).__name__}")
+        size = _image_size(image_size)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "exact" and rank is not None:
+            raise ValueError(
+                f"rank applies to method='lowrank' only, got rank={rank!r} with 'exact'"
+            )
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        self.padding = check_padding(padding)
+        self.psf_size = k = field.psf_size
+        if k > min(size):
+            raise ValueError(
+                f"the PSF grid's {k}x{k} PSFs do not fit a {size[0]}x{size[1]} image; "
+                "use a smaller psf_size or a larger image"
+            )
+        self.image_size, self.method, self.chunk_bytes = size, method, int(chunk_bytes)
+        origin_t, full_t = resolve_frame(size, origin, full_size)
+        self.origin, self.full_size = origin_t, full_t
+        psfs = field.grid(grid_size)
+        check_psf(psfs, "field.grid()", batch_dims=2)
+        psfs = psfs / psfs.sum(dim=(-2, -1), keepdim=True)
+        grid_y, grid_x = field.grid_positions(grid_size)
+        self.grid_shape = tuple(psfs.shape[:2])
+        rows, cols = (
+            _source_coords(n, o, f, self.margin) for n, o, f in zip(size, origin_t, full_t)
+        )
+        # Sampling and SVD run in float64; buffers are stored like nn.Linear's weights.
+        dtype = dtype or torch.get_default_dtype()
+        if method == "exact":
+            self.rank = None
+            # Layout (ny, k*k, nx): a row's PSFs are then one batched matrix product away.
+            self.register_buffer(
+                "grid", psfs.reshape(*self.grid_shape, k * k).transpose(1, 2).to(dtype)
+            )
+            i0, i1, t = bracket(rows, grid_y)
+            self.register_buffer("row_i0", i0)
+            self.register_buffer("row_i1", i1)
+            self.register_buffer("row_t", t.to(dtype))
+            self.register_buffer("col_weights", interpolation_matrix(cols, grid_x).to(dtype))
+        else:
+            singular_values, coefficients, kernels = _eigen_psfs(psfs.reshape(-1, k * k))
+            self.rank = _choose_rank(singular_values, rank)
+            kernels = kernels[: self.rank].reshape(self.rank, k, k)
+            coefficients = coefficients[:, : self.rank].reshape(*self.grid_shape, self.rank)
+            weights = (
+                interpolation_matrix(rows, grid_y)
+                @ coefficients.permute(2, 0, 1)
+                @ interpolation_matrix(cols, grid_x).T
+            )
+            self.register_buffer("singular_values", singular_values.to(dtype))
+            self.register_buffer("kernels", kernels.to(dtype))
+            self.register_buffer("weights", weights.to(dtype))
+        if device is not None:
+            self.to(device)
+
+    def _image_size(self) -> tuple[int, int]:
+        return self.image_size
+
+    def extra_repr(self) -> str:
+        rank = f", rank={self.rank}" if self.method == "lowrank" else ""
+        return (
+            f"image_size={self.image_size}, method={self.method!r}{rank}, "
+            f"psf_size={self.psf_size}, grid={self.grid_shape}, padding={self.padding!r}"
+        )
+
+    def pixel_psf(self, i: int, j: int) -> torch.Tensor:
+        """The PSF (k, k) this operator spreads from source pixel (i, j) of the image."""
+        h, w = self.image_size
+        if not (0 <= i < h and 0 <= j < w):
+            raise ValueError(f"pixel ({i}, {j}) is outside the {h}x{w} image")
+        r, c, k = i + self.margin, j + self.margin, self.psf_size
+        if self.method == "exact":
+            return (self._row_grid(r, r + 1, self.grid.dtype)[0] @ self.col_weights[c]).reshape(
+                k, k
+            )
+        return (self.weights[:, r, c, None, None] * self.kernels).sum(0)
+
+    # exact: per-pixel PSFs, scattered / gathered a few source rows at a time. The PSF of
+    # pixel (r, w) is row_grid[r] @ col_weights[w]: the grid blended to row r, then across.
+
+    def _row_grid(self, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
+        """The grid blended to source rows r0:r1 -> (rows, k*k, nx)."""
+        grid = self.grid.to(dtype)
+        t = self.row_t[r0:r1, None, None].to(dtype)
+        return torch.lerp(grid[self.row_i0[r0:r1]], grid[self.row_i1[r0:r1]], t)
+
+    def _chunk_rows(self, batch: int, width: int, itemsize: int) -> int:
+        # Per source row: the spread light (or gathered patches) of each image, plus slack.
+        per_row = itemsize * self.psf_size**2 * width * (batch + 1)
+        return max(1, self.chunk_bytes // per_row)
+
+    def _exact_scatter(self, xs: torch.Tensor) -> torch.Tensor:
+        """(B, Sh, Sw) sources -> (B, Sh + 2c, Sw + 2c) light, each source's PSF around it."""
+        b, sh, sw = xs.shape
+        k = self.psf_size
+        cols = self.col_weights.to(xs.dtype).T
+        out = xs.new_zeros(b, sh + k - 1, sw + k - 1)
+        step = self._chunk_rows(b, sw, xs.element_size())
+        for r0 in range(0, sh, step):
+            r1 = min(r0 + step, sh)
+            # light[b, r, (dy, dx), w] = x[b, r, w] * PSF(r, w)[dy, dx]
+            light = self._row_grid(r0, r1, xs.dtype) @ (cols * xs[:, r0:r1, None, :])
+            light = light.view(b, r1 - r0, k, k, sw)
+            # Adding PSF-pixel planes at their offsets is a col2im that needs no transpose.
+            for dy in range(k):
+                for dx in range(k):
+                    out[:, r0 + dy : r1 + dy, dx : dx + sw].add_(light[:, :, dy, dx])
+        return out
+
+    def _exact_gather(self, z: torch.Tensor) -> torch.Tensor:
+        """Transpose of :meth:`_exact_scatter`: (B, Sh + 2c, Sw + 2c) -> (B, Sh, Sw)."""
+        b = z.shape[0]
+        k = self.psf_size
+        sh, sw = z.shape[1] - k + 1, z.shape[2] - k + 1
+        cols = self.col_weights.to(z.dtype)
+        step = self._chunk_rows(b, sw, z.element_size())
+        parts = []
+        for r0 in range(0, sh, step):
+            r1 = min(r0 + step, sh)
+            # patches[b, r, (dy, dx), w] = z[b, r + dy, w + dx]
+            windows = z[:, r0 : r1 + k - 1].unfold(1, k, 1).unfold(2, k, 1)
+            patches = windows.permute(0, 1, 3, 4, 2).reshape(b, r1 - r0, k * k, sw)
+            # Sum over PSF pixels against the row-blended grid, then blend across columns.
+            blended = patches.transpose(-1, -2) @ self._row_grid(r0, r1, z.dtype)
+            parts.append((blended * cols).sum(-1))
+        return torch.cat(parts, 1)
+
+    # lowrank: product-convolution with cached spectra
+
+    def _lowrank(self, like: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            shape = linear_fft_shape(self.image_size, self.margin, self.psf_size)
+            self._cache[key] = (
+                shape,
+                kernel_spectra(self.kernels.to(like), shape),
+                self.weights.to(like),
+            )
+        return self._cache[key]
+
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        n, ch, h, w = x.shape
+        xs = extend(x, self.margin, self.padding)
+        if self.method == "lowrank":
+            shape, spectra, weights = self._lowrank(x)
+            return product_convolution(xs, spectra, weights, shape, self.margin)
+        c0 = self.margin + self.psf_size // 2
+        light = _LinearMap.apply(
+            xs.reshape(n * ch, *xs.shape[-2:]), self._exact_scatter, self._exact_gather
+        )
+        return light[:, c0 : c0 + h, c0 : c0 + w].reshape(n, ch, h, w)
+
+    def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
+        n, ch = y.shape[:2]
+        if self.method == "lowrank":
+            shape, spectra, weights = self._lowrank(y)
+            z = product_convolution_adjoint(y, spectra, weights, shape, self.margin)
+        else:
+            c0 = self.margin + self.psf_size // 2
+            z = _LinearMap.apply(
+                F.pad(y, (c0,) * 4).flatten(0, 1), self._exact_gather, self._exact_scatter
+            )
+            z = z.reshape(n, ch, *z.shape[-2:])
+        return extend_adjoint(z, self.margin, self.padding)
