@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from coordgate import AddCoords, CoordConv, CoordGate, CoordGateConv, LocallyConnected
+from coordgate import (
+    AddCoords,
+    CoordConv,
+    CoordGate,
+    CoordGateConv,
+    LocallyConnected,
+    PixelAdaptiveConv,
+)
 
 SIZES = {1: (37,), 2: (37, 31), 3: (7, 5, 6)}
 
@@ -198,6 +205,8 @@ def test_eval_cache_is_exact_and_invalidated():
         (CoordConv(3, 4, 3), torch.randn(1, 2, 8, 8), "expects 3 input channels"),
         (LocallyConnected(3, 4, 3, (8, 8)), torch.randn(1, 3, 8, 9), "spatial size"),
         (CoordGate(2, mode="map", size=(8, 8)), torch.randn(1, 2, 8, 9), "full_size must be"),
+        (PixelAdaptiveConv(3, 4, 3), torch.randn(1, 4, 8, 8), "expects 3 input channels"),
+        (PixelAdaptiveConv(3, 4, 3, dim=1), torch.randn(1, 3, 8, 8), "3-D input"),
     ],
 )
 def test_bad_input(layer, x, message):
@@ -216,3 +225,46 @@ def test_bad_frame_and_options():
         CoordGate(2, mode="attention")
     with pytest.raises(ValueError, match="dim must be 1, 2 or 3"):
         CoordGate(2, dim=4)
+
+
+def test_pixel_adaptive_conv_reduces_to_conv_with_constant_guidance():
+    pac = PixelAdaptiveConv(2, 3, (3, 5), max_elements=64)
+    conv = torch.nn.Conv2d(2, 3, (3, 5), padding="same")
+    with torch.no_grad():
+        pac.guide[-1].weight.zero_()  # every pixel gets the same guidance: K == 1
+        conv.weight.copy_(pac.weight.view(3, 2, 3, 5))
+        conv.bias.copy_(pac.bias)
+    x = torch.randn(2, 2, 11, 9)
+    assert torch.allclose(pac(x), conv(x), atol=1e-5)
+
+
+def test_pixel_adaptive_conv_matches_its_definition():
+    pac = randomise(PixelAdaptiveConv(1, 1, 3, dim=1, guide_channels=2))
+    x = torch.randn(1, 1, 9)
+    f = pac.guidance((9,)).detach()
+    w = pac.weight.detach().view(3)
+    expected = torch.zeros(9)
+    for i in range(9):
+        for t, j in enumerate(range(i - 1, i + 2)):
+            if 0 <= j < 9:
+                expected[i] += (
+                    torch.exp(-0.5 * (f[:, i] - f[:, j]).square().sum()) * w[t] * x[0, 0, j]
+                )
+    assert torch.allclose(pac(x)[0, 0].detach(), expected + pac.bias.detach(), atol=1e-5)
+    # learned guidance makes the effective kernel differ between positions
+
+    def kernel_at(i):
+        return torch.exp(-0.5 * (f[:, i : i + 1] - f[:, i - 1 : i + 2]).square().sum(0))
+
+    assert not torch.allclose(kernel_at(2), kernel_at(6))
+
+
+def test_eval_cache_is_bounded(monkeypatch):
+    from coordgate.layers import gate as gate_module
+
+    monkeypatch.setattr(gate_module, "_CACHE_BYTES", 3 * 4 * 2 * 10 * 10)  # three gates
+    layer = CoordGate(2).eval()
+    with torch.no_grad():
+        for row in range(6):
+            layer(torch.ones(1, 2, 10, 10), origin=(row, 0), full_size=(20, 20))
+    assert len(layer._cache) == 3 and layer.cache_bytes == 3 * 4 * 2 * 10 * 10

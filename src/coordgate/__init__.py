@@ -11,6 +11,7 @@ from coordgate.layers import (
     CoordGate,
     CoordGateConv,
     LocallyConnected,
+    PixelAdaptiveConv,
     coordinate_grid,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "CoordGate",
     "CoordGateConv",
     "LocallyConnected",
+    "PixelAdaptiveConv",
     "coordinate_grid",
 ]
 __version__ = "0.1.0"

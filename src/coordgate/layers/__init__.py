@@ -5,6 +5,7 @@ from coordgate.layers.coordconv import AddCoords, CoordConv
 from coordgate.layers.coords import coordinate_grid
 from coordgate.layers.gate import GATE_MODES, CoordGate
 from coordgate.layers.local import LocallyConnected
+from coordgate.layers.pac import PixelAdaptiveConv
 
 __all__ = [
     "GATE_MODES",
@@ -13,5 +14,6 @@ __all__ = [
     "CoordGate",
     "CoordGateConv",
     "LocallyConnected",
+    "PixelAdaptiveConv",
     "coordinate_grid",
 ]

@@ -23,10 +23,27 @@ from coordgate.layers.coords import (
 )
 from coordgate.layers.shapes import check_dim, check_features
 
-__all__ = ["CoordGate", "GATE_MODES"]
+__all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder"]
 
 GATE_MODES = ("mlp", "map", "lowres")
+# The eval-mode gate cache keeps the most recently used gates within both bounds.
 _CACHE_ENTRIES = 64
+_CACHE_BYTES = 256 * 2**20
+
+
+def coordinate_encoder(
+    dim: int, out_features: int, hidden: int, layers: int, activation: type[nn.Module] = nn.GELU
+) -> nn.Sequential:
+    """A pixel-wise MLP (points, dim) -> (points, out_features) of ``layers`` Linear layers
+    with ``activation`` between consecutive ones (bare stacked Linears would collapse to an
+    affine ramp of the coordinates)."""
+    if layers < 1 or hidden < 1:
+        raise ValueError(f"layers and hidden must be >= 1, got {layers=}, {hidden=}")
+    widths = [dim] + [hidden] * (layers - 1) + [out_features]
+    modules: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        modules += [nn.Linear(a, b)] + ([activation()] if i < layers - 1 else [])
+    return nn.Sequential(*modules)
 
 
 def _keys_kernel(t: torch.Tensor) -> torch.Tensor:
@@ -95,13 +112,7 @@ class CoordGate(nn.Module):
         self.encoder: nn.Sequential | None = None
         self.map: nn.Parameter | None = None
         if mode == "mlp":
-            if layers < 1 or hidden < 1:
-                raise ValueError(f"layers and hidden must be >= 1, got {layers=}, {hidden=}")
-            widths = [dim] + [hidden] * (layers - 1) + [channels]
-            modules: list[nn.Module] = []
-            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-                modules += [nn.Linear(a, b)] + ([activation()] if i < layers - 1 else [])
-            self.encoder = nn.Sequential(*modules)
+            self.encoder = coordinate_encoder(dim, channels, hidden, layers, activation)
             last = self.encoder[-1]
             nn.init.zeros_(last.weight)
             nn.init.ones_(last.bias)
@@ -125,6 +136,11 @@ class CoordGate(nn.Module):
             "lowres": lambda: f"grid={self.grid}",
         }[self.mode]()
         return f"{self.channels}, dim={self.dim}, mode={self.mode!r}, {detail}"
+
+    @property
+    def cache_bytes(self) -> int:
+        """Memory held by the eval-mode gate cache (at most 256 MiB and 64 gates)."""
+        return sum(g.numel() * g.element_size() for g in self._cache.values())
 
     def train(self, mode: bool = True) -> CoordGate:
         self._cache.clear()
@@ -186,7 +202,9 @@ class CoordGate(nn.Module):
             with torch.inference_mode(False), torch.no_grad():
                 gate = self.gate(size, origin_t, full_t, device=device, dtype=dtype)
             self._cache[key] = gate
-            if len(self._cache) > _CACHE_ENTRIES:
+            while len(self._cache) > 1 and (
+                len(self._cache) > _CACHE_ENTRIES or self.cache_bytes > _CACHE_BYTES
+            ):
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)

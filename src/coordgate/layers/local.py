@@ -11,24 +11,29 @@ from torch import nn
 
 from coordgate.layers.shapes import check_dim, check_features, same_padding
 
-__all__ = ["LocallyConnected", "local_patches"]
+__all__ = ["LocallyConnected", "local_patches", "valid_patches"]
+
+
+def valid_patches(padded: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:
+    """Neighbourhoods of every pixel that has a full window inside ``padded``.
+
+    padded: (N, C, *spatial_padded) -> (N, P, C * K) with P the number of full windows and
+    K = prod(kernel_size); the C * K entries are ordered channel-major, then kernel
+    offsets in row-major order, matching a flattened ``nn.ConvNd`` weight.
+    """
+    n, c = padded.shape[:2]
+    dim = len(kernel_size)
+    patches = padded
+    for axis, k in enumerate(kernel_size):
+        patches = patches.unfold(2 + axis, k, 1)
+    # (N, C, *spatial, *kernel) -> (N, *spatial, C, *kernel)
+    patches = patches.permute(0, *range(2, 2 + dim), 1, *range(2 + dim, 2 + 2 * dim))
+    return patches.reshape(n, -1, c * math.prod(kernel_size))
 
 
 def local_patches(x: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:
-    """'Same'-padded neighbourhoods of every pixel.
-
-    x: (N, C, *spatial) -> (N, P, C * K) with P = prod(spatial), K = prod(kernel_size);
-    the C * K entries are ordered channel-major, then kernel offsets in row-major order,
-    matching a flattened ``nn.ConvNd`` weight ``(out, C, *kernel_size)``.
-    """
-    n, c, *spatial = x.shape
-    patches = F.pad(x, same_padding(kernel_size))
-    for axis, k in enumerate(kernel_size):
-        patches = patches.unfold(2 + axis, k, 1)
-    dim = len(spatial)
-    # (N, C, *spatial, *kernel) -> (N, *spatial, C, *kernel)
-    patches = patches.permute(0, *range(2, 2 + dim), 1, *range(2 + dim, 2 + 2 * dim))
-    return patches.reshape(n, math.prod(spatial), c * math.prod(kernel_size))
+    """'Same'-padded neighbourhoods of every pixel: (N, C, *spatial) -> (N, P, C * K)."""
+    return valid_patches(F.pad(x, same_padding(kernel_size)), kernel_size)
 
 
 class LocallyConnected(nn.Module):
