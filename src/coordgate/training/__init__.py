@@ -1,1 +1,38 @@
 """Training: the fit/evaluate loop, metrics, checkpoints and distributed runs."""
+
+from coordgate.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from coordgate.training.distributed import DistributedContext, init_distributed
+from coordgate.training.fit import (
+    NonFiniteLossError,
+    TrainConfig,
+    TrainingResult,
+    evaluate,
+    fit,
+)
+from coordgate.training.in_memory import FitResult, fit_tensors
+from coordgate.training.metrics import psnr, ssim
+
+__all__ = [
+    "CheckpointError",
+    "DistributedContext",
+    "FitResult",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainingResult",
+    "evaluate",
+    "fit",
+    "fit_tensors",
+    "init_distributed",
+    "load_checkpoint",
+    "load_weights",
+    "psnr",
+    "read_checkpoint_config",
+    "save_checkpoint",
+    "ssim",
+]

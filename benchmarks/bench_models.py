@@ -1,0 +1,122 @@
+"""Deblurring networks: train-step throughput, gate overhead, tiled deblurring of a large image.
+
+- Train-step throughput (images/s) of every 2D model at the cpu preset's size (64x64
+  crops with per-sample origins in a 256x256 sensor, base_channels 8, batch 8, Adam on MSE).
+- CG U-Net(3) / U-Net(3) and CG U-Net(3) / U-Net(6) step-time ratios, measured in the same
+  interleaved run (gate overhead in training).
+- Deblurring a 2048x2048 image (1024x1024 with ``quick``) with CG U-Net(3) by tiles on the
+  CPU: wall time and peak resident memory of a fresh process during prediction (Linux
+  ``VmHWM`` after resetting it), next to its memory before prediction (torch and the
+  model alone).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from benchmarks.timing import time_interleaved
+from coordgate.models import build_model, count_parameters
+
+__all__ = ["run"]
+
+MODELS = [f"unet{d}" for d in range(3, 7)] + [f"cg-unet{d}" for d in range(3, 7)]
+MODELS += ["coordconv-unet6", "multiwiener-unet6"]
+PRESET = dict(size=64, frame=256, base_channels=8, batch=8)
+
+_DEBLUR = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import torch
+    from coordgate.inference import balanced_tile, default_overlap, default_tile, predict
+    from coordgate.models import build_model
+
+    def rss_mb(field):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+
+    size, base = int(sys.argv[1]), int(sys.argv[2])
+    torch.manual_seed(0)
+    model = build_model("cg-unet3", base_channels=base).eval()
+    image = torch.rand(size, size)
+    # import peaks would hide the prediction's own peak: reset the high-water mark
+    Path("/proc/self/clear_refs").write_text("5")
+    before = rss_mb("VmRSS")
+    start = time.perf_counter()
+    out = predict(model, image, tile="auto")
+    seconds = time.perf_counter() - start
+    overlap = default_overlap(model)
+    print(json.dumps(dict(
+        seconds=seconds, peak_rss_mb=rss_mb("VmHWM"), rss_before_predict_mb=before,
+        tile=balanced_tile(size, default_tile(model), overlap, model.required_multiple),
+        overlap=overlap, finite=bool(torch.isfinite(out).all()),
+        threads=torch.get_num_threads(),
+    )))
+    """
+)
+
+
+def _train_step(name: str, generator: torch.Generator):
+    size, frame, batch = PRESET["size"], PRESET["frame"], PRESET["batch"]
+    options = dict(base_channels=PRESET["base_channels"])
+    model = build_model(name, **options)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    blurred, sharp = torch.rand(2, batch, 1, size, size, generator=generator)
+    origin = torch.randint(0, frame - size + 1, (batch, 2), generator=generator)
+    full_size = (frame, frame)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(blurred, origin, full_size), sharp)
+        loss.backward()
+        optimiser.step()
+
+    return model, step
+
+
+def _deblur(size: int, base_channels: int) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-c", _DEBLUR, str(size), str(base_channels)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    steps, parameters = {}, {}
+    for name in MODELS:
+        model, steps[name] = _train_step(name, generator)
+        parameters[name] = count_parameters(model)
+    seconds = time_interleaved(steps, repeats=2 if quick else 6, warmup=1)
+    batch = PRESET["batch"]
+    size = 1024 if quick else 2048
+    return {
+        "preset": dict(PRESET, name="cpu"),
+        "train_step": {
+            name: dict(
+                seconds=seconds[name],
+                images_per_second=batch / seconds[name],
+                parameters=parameters[name],
+            )
+            for name in MODELS
+        },
+        "step_time_ratio": {
+            "cg-unet3 / unet3": seconds["cg-unet3"] / seconds["unet3"],
+            "cg-unet3 / unet6": seconds["cg-unet3"] / seconds["unet6"],
+        },
+        "parameter_ratio_unet6_over_cg_unet3": parameters["unet6"] / parameters["cg-unet3"],
+        "deblur_cg_unet3": {
+            f"base_channels_{base}": dict(_deblur(size, base), image=f"{size}x{size}")
+            for base in (PRESET["base_channels"], 16)
+        },
+        "deblur_target_peak_mb": 2048,
+    }

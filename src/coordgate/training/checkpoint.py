@@ -1,0 +1,244 @@
+"""Checkpoints: safetensors weights that carry their own JSON config, written atomically.
+
+A checkpoint ``NAME.safetensors`` holds the model's tensors and, in the safetensors
+metadata, the JSON config that rebuilds it (``{"model": {"name", "options"}, ...}`` plus
+whatever the run recorded: normalisation, PSF field, seed, versions). Keeping the config
+inside the weights file makes one file one atomic unit, so a crash can never pair weights
+with another run's config; ``NAME.json`` beside it is a human-readable copy.
+
+Resuming needs more than weights: :func:`save_training_state` stores the optimiser,
+scheduler, random-number generators and history in ``NAME.state.pt``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "atomic_write",
+    "load_checkpoint",
+    "load_training_state",
+    "load_weights",
+    "read_checkpoint_config",
+    "resolve_checkpoint",
+    "restore_rng_state",
+    "rng_state",
+    "save_checkpoint",
+    "save_training_state",
+]
+
+CHECKPOINT_FORMAT = "coordgate-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is truncated, corrupt, not ours, or for another model."""
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The bytes go to a hidden temporary file in the same directory (same file system),
+    are flushed to disk, then renamed over ``path``; on any error the temporary is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The weights file meant by ``path``: itself, ``X.safetensors`` for ``X.json``, or
+    ``DIR/best.safetensors`` for a run directory. Raises FileNotFoundError when absent."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    elif path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    return path
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict) -> Path:
+    """Write ``model``'s weights and ``config`` to ``path`` (``.safetensors``) and its ``.json``.
+
+    ``config`` must be JSON-serialisable; ``config["model"] = {"name", "options"}`` is what
+    :func:`load_checkpoint` rebuilds the model from.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
+    try:
+        text = json.dumps({"format": CHECKPOINT_FORMAT, **config}, indent=2, sort_keys=True)
+    except TypeError as error:
+        raise ValueError(f"checkpoint config must be JSON-serialisable: {error}") from error
+    tensors = {
+        name: tensor.detach().to("cpu", copy=True).contiguous()
+        for name, tensor in model.state_dict().items()
+    }
+    atomic_write(path, safetensors_bytes(tensors, metadata={"config": text}))
+    atomic_write(path.with_suffix(".json"), (text + "\n").encode())
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a safetensors file ({error})"
+        ) from error
+    try:
+        config = json.loads(metadata["config"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is a safetensors file without a coordgate config") from error
+    if config.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has format {config.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
+        )
+    return tensors, config
+
+
+def read_checkpoint_config(path: str | Path) -> dict:
+    """The config stored in a checkpoint (see :func:`resolve_checkpoint` for ``path``)."""
+    return _read(resolve_checkpoint(path))[1]
+
+
+def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    reshaped = sorted(
+        f"{name} {tuple(tensors[name].shape)} vs {tuple(expected[name].shape)}"
+        for name in set(expected) & set(tensors)
+        if tensors[name].shape != expected[name].shape
+    )
+    if missing or unexpected or reshaped:
+        problems = [
+            f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape", reshaped),
+            )
+            if items
+        ]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit {what} ({'; '.join(problems)}): "
+            "it belongs to another model or configuration"
+        )
+    model.load_state_dict(tensors)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict:
+    """Load a checkpoint's weights into ``model`` in place; returns the checkpoint's config."""
+    path = resolve_checkpoint(path)
+    tensors, config = _read(path)
+    _load_state(model, tensors, path, f"the given {type(model).__name__}")
+    return config
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    expect_model: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint records, load its weights: ``(model.eval(), config)``.
+
+    ``expect_model`` (a registry name) makes a checkpoint of any other model an error.
+    """
+    from coordgate.models import build_model
+
+    path = resolve_checkpoint(path)
+    tensors, config = _read(path)
+    spec = config.get("model") or {}
+    name, options = spec.get("name"), spec.get("options") or {}
+    if not name:
+        raise CheckpointError(
+            f"checkpoint {path} records no model name; build the model yourself and use "
+            "load_weights(model, path)"
+        )
+    if expect_model is not None and name != expect_model:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to model {name!r}, expected {expect_model!r}"
+        )
+    model = build_model(name, **options)
+    _load_state(model, tensors, path, f"model {name!r} with options {options}")
+    return model.to(device).eval(), config
+
+
+def rng_state() -> dict:
+    """The state of every random generator a training step may draw from."""
+    numpy_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": numpy_state["state"]["pos"],
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Put back generators saved by :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    saved = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": saved["pos"]},
+            "has_gauss": saved["has_gauss"],
+            "gauss": saved["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(path: str | Path, state: dict) -> Path:
+    """Atomically save a resumable training state (tensors, numbers, lists, dicts)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write(path, buffer.getvalue())
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Load what :func:`save_training_state` wrote, tensors on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training state {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged pickle/zip
+        raise CheckpointError(f"training state {path} is truncated or corrupt ({error})") from error

@@ -1,0 +1,660 @@
+"""The training engine: ``fit`` a deblurring network on (blurred, sharp) pairs.
+
+Paper §IV.B: MSE loss, Adam (lr 1e-3), learning rate halved when the validation loss has
+not improved for ``lr_patience`` epochs. Every epoch ends with validation PSNR and SSIM,
+a row in ``metrics.csv`` / ``metrics.json``, ``last.safetensors`` (+ ``last.state.pt`` for
+resuming) and, when the validation loss improved, ``best.safetensors``; a finished run
+leaves ``finished.json``. One process or many under ``torchrun`` (see
+:mod:`coordgate.training.distributed`); only rank 0 writes.
+
+Items of the data sets are dicts with ``"blurred"`` and ``"sharp"`` (1, h, w) tensors and
+optionally ``"origin"`` (2,) and ``"full_size"`` (2,): where the patch was cut from the
+sensor frame, passed on to the model so coordinate-aware layers see sensor coordinates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from coordgate.provenance import environment
+from coordgate.training.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_training_state,
+    load_weights,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    save_training_state,
+)
+from coordgate.training.distributed import (
+    DistributedContext,
+    init_distributed,
+    resolve_device,
+    shard,
+    training_sampler,
+    wrap_model,
+)
+from coordgate.training.metrics import psnr, ssim
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainingResult", "evaluate", "fit"]
+
+STATE_FILE = "last.state.pt"
+FINISHED_FILE = "finished.json"
+_RESERVED_KEYS = {
+    "format",
+    "model",
+    "kind",
+    "epoch",
+    "metrics",
+    "training",
+    "seed",
+    "full_size",
+    "environment",
+}
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``lr_patience``: epochs without validation improvement before the
+    learning rate is multiplied by ``lr_factor`` (paper: 20 in §IV, 10 in the appendix).
+    ``early_stopping_patience``: epochs without improvement before stopping (None: never).
+    ``time_budget_s``: no epoch is started that is not expected to end within it.
+    ``amp``: bf16 autocast; None turns it on for CUDA devices that support bf16."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_factor: float = 0.5
+    lr_patience: int = 10
+    early_stopping_patience: int | None = None
+    time_budget_s: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    num_workers: int = 0
+    progress: bool = True
+
+    # neither changes what is learned, so a finished run is reused whatever they are
+    _RUNTIME_FIELDS = ("num_workers", "progress")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            _require(name, getattr(self, name), lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+        for name in ("lr_patience", "num_workers", "seed"):
+            _require(name, getattr(self, name), lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+        _require("lr", self.lr, lambda v: _is_number(v) and v > 0, "a positive number")
+        _require("lr_factor", self.lr_factor, lambda v: _is_number(v) and 0 < v < 1, "in (0, 1)")
+        _require(
+            "early_stopping_patience",
+            self.early_stopping_patience,
+            lambda v: v is None or (_is_int(v) and v >= 1),
+            "None or an integer >= 1",
+        )
+        _require(
+            "time_budget_s",
+            self.time_budget_s,
+            lambda v: v is None or (_is_number(v) and v > 0),
+            "None or a positive number of seconds",
+        )
+        _require("amp", self.amp, lambda v: v is None or isinstance(v, bool), "None, True or False")
+        _require("device", self.device, lambda v: isinstance(v, str), "a device string")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def identity(self) -> dict:
+        """The options that decide what a run learns (for reusing finished runs)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self._RUNTIME_FIELDS}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(name: str, value, valid, expected: str) -> None:
+    if not valid(value):
+        raise ValueError(f"TrainConfig.{name} must be {expected}, got {value!r}")
+
+
+@dataclass
+class TrainingResult:
+    """A run's outcome: one ``history`` row per epoch (keys: epoch, lr, train_loss,
+    val_loss, val_psnr, val_psnr_std, val_ssim, val_ssim_std, train_time_s, epoch_time_s,
+    elapsed_s, images_per_s), the best epoch (lowest validation loss) and why it stopped:
+    ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``. ``reused``: loaded from an
+    earlier finished run instead of trained."""
+
+    out_dir: Path
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    stop_reason: str = "epochs"
+    reused: bool = False
+
+    @property
+    def best(self) -> dict:
+        """The history row of the best epoch."""
+        return next(row for row in self.history if row["epoch"] == self.best_epoch)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return Path(self.out_dir) / "best.safetensors"
+
+    @property
+    def train_time_s(self) -> float:
+        return self.history[-1]["elapsed_s"] if self.history else 0.0
+
+    def series(self, key: str) -> list[float]:
+        """One history column, e.g. ``series("val_psnr")`` to plot against epochs."""
+        return [row[key] for row in self.history]
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir),
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "stop_reason": self.stop_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict, reused: bool = False) -> TrainingResult:
+        return cls(
+            Path(values["out_dir"]),
+            values["history"],
+            values["best_epoch"],
+            values["stop_reason"],
+            reused,
+        )
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and its last good checkpoint stays."""
+
+    def __init__(self, epoch: int, step: int | None, checkpoint: Path | None) -> None:
+        where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch} validation"
+        kept = (
+            f"the last good checkpoint is {checkpoint}"
+            if checkpoint is not None
+            else "no checkpoint was written before it"
+        )
+        super().__init__(
+            f"the loss became NaN or infinite at {where}; training stopped and {kept} "
+            "(try a lower learning rate or check the data for NaN/Inf)"
+        )
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+
+def _frame(batch: dict) -> tuple[torch.Tensor | None, tuple[int, ...] | None]:
+    """The batch's per-sample origins (N, 2) and its one shared full_size."""
+    full_size = batch.get("full_size")
+    if full_size is not None:
+        full_size = torch.as_tensor(full_size).reshape(-1, 2)
+        if not bool((full_size == full_size[0]).all()):
+            raise ValueError(
+                f"all items of a batch must come from one sensor frame size, got full_size "
+                f"rows {sorted({tuple(r) for r in full_size.tolist()})}"
+            )
+        full_size = tuple(int(v) for v in full_size[0])
+    return batch.get("origin"), full_size
+
+
+def _predict(
+    model: nn.Module, batch: dict, device: torch.device, amp: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on a batch: (prediction, sharp), both float32 on ``device``."""
+    blurred = batch["blurred"].to(device, non_blocking=True)
+    sharp = batch["sharp"].to(device, non_blocking=True).float()
+    origin, full_size = _frame(batch)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        prediction = model(blurred, origin=origin, full_size=full_size)
+    if prediction.shape != sharp.shape:
+        raise ValueError(
+            f"the model maps blurred {tuple(blurred.shape)} to {tuple(prediction.shape)}, "
+            f"but the sharp targets are {tuple(sharp.shape)}"
+        )
+    return prediction.float(), sharp
+
+
+def _use_amp(amp: bool | None, device: torch.device) -> bool:
+    if amp is not None:
+        return amp
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _check_dataset(dataset: Dataset, name: str) -> dict:
+    """The first item of ``dataset``, after checking it is a pair item."""
+    try:
+        size = len(dataset)
+    except TypeError as error:
+        raise ValueError(f"{name} must be a map-style dataset with a length") from error
+    if size == 0:
+        raise ValueError(f"{name} is empty")
+    item = dataset[0]
+    if not isinstance(item, dict) or not {"blurred", "sharp"} <= set(item):
+        keys = sorted(item) if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"{name} items must be dicts with 'blurred' and 'sharp', got {keys}")
+    for key in ("blurred", "sharp"):
+        if not isinstance(item[key], torch.Tensor) or item[key].ndim != 3:
+            shape = getattr(item[key], "shape", type(item[key]).__name__)
+            raise ValueError(f"{name} item {key!r} must be a (C, H, W) tensor, got {shape}")
+    return item
+
+
+def _sensor_size(item: dict) -> list[int] | None:
+    """The sensor frame (H, W) the training items come from, recorded for inference."""
+    full_size = item.get("full_size")
+    return None if full_size is None else [int(v) for v in torch.as_tensor(full_size).tolist()]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    amp: bool | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+    context: DistributedContext | None = None,
+) -> dict[str, float]:
+    """Mean validation loss (MSE) and per-image PSNR / SSIM (data range 1) of ``model``.
+
+    Returns ``{"loss", "psnr", "psnr_std", "ssim", "ssim_std", "images"}``. Under a
+    distributed ``context`` each process evaluates its share and the sums are combined.
+    """
+    _check_dataset(dataset, "dataset")
+    context = context or DistributedContext(device=resolve_device(device))
+    use_amp = _use_amp(amp, context.device)
+    loader = DataLoader(shard(dataset, context), batch_size=batch_size, num_workers=num_workers)
+    model.eval()
+    # sums of: squared error, pixels, psnr, psnr^2, ssim, ssim^2, images
+    sums = torch.zeros(7, dtype=torch.float64)
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        prediction, sharp = _predict(model, batch, context.device, use_amp)
+        image_psnr = psnr(prediction, sharp, reduce_dims=(1, 2, 3)).cpu()
+        image_ssim = ssim(prediction, sharp, reduce_dims=(1, 2, 3)).cpu()
+        sums += torch.stack(
+            [
+                (prediction - sharp).double().square().sum().cpu(),
+                torch.tensor(float(sharp.numel()), dtype=torch.float64),
+                image_psnr.sum(),
+                image_psnr.square().sum(),
+                image_ssim.sum(),
+                image_ssim.square().sum(),
+                torch.tensor(float(len(sharp)), dtype=torch.float64),
+            ]
+        )
+    sq_error, pixels, psnr_sum, psnr_sq, ssim_sum, ssim_sq, images = context.all_reduce_sum(
+        sums
+    ).tolist()
+
+    def spread(total: float, squares: float) -> tuple[float, float]:
+        mean = total / images
+        return mean, math.sqrt(max(squares / images - mean * mean, 0.0))
+
+    psnr_mean, psnr_std = spread(psnr_sum, psnr_sq)
+    ssim_mean, ssim_std = spread(ssim_sum, ssim_sq)
+    return {
+        "loss": sq_error / pixels,
+        "psnr": psnr_mean,
+        "psnr_std": psnr_std,
+        "ssim": ssim_mean,
+        "ssim_std": ssim_std,
+        "images": int(images),
+    }
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; derive numpy/python from it so
+    # augmentations drawn from those generators are reproducible too
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _check_spec(model: nn.Module, spec: dict | None) -> dict:
+    """The model spec to record; a named spec must build a model of ``model``'s shapes."""
+    if spec is None:
+        return {"name": None, "options": {}}
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ValueError(f"model_spec must be {{'name': str, 'options': dict}}, got {spec!r}")
+    spec = {"name": spec["name"], "options": dict(spec.get("options") or {})}
+    from coordgate.models import build_model
+
+    def shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+    if shapes(build_model(spec["name"], **spec["options"])) != shapes(model):
+        raise ValueError(
+            f"model_spec {spec} builds a model whose parameters differ from the model "
+            "given to fit; pass the spec the model was built from"
+        )
+    return spec
+
+
+def _write_metrics(out_dir: Path, spec: dict, history: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(out_dir / "metrics.csv", text.getvalue().encode())
+    record = {"model": spec, "history": history}
+    atomic_write(out_dir / "metrics.json", json.dumps(record, indent=2).encode())
+
+
+class _Run:
+    """One call of :func:`fit`: the model, its optimiser and the run's bookkeeping."""
+
+    def __init__(self, model, train_set, val_set, config, out_dir, spec, extra, context, sensor):
+        self.model, self.config, self.out_dir = model, config, out_dir
+        self.spec, self.extra, self.context, self.sensor = spec, extra, context, sensor
+        self.train_set, self.val_set = train_set, val_set
+        self.device = context.device
+        self.amp = _use_amp(config.amp, self.device)
+        model.to(self.device)
+        self.parallel = wrap_model(model, context)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
+        self.history: list[dict] = []
+        self.best_loss, self.best_epoch, self.stale_epochs = math.inf, 0, 0
+        self.environment = environment()
+        self.sampler = training_sampler(train_set, context, config.seed)
+        self.generator = torch.Generator()
+        self.loader = DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            sampler=self.sampler,
+            num_workers=config.num_workers,
+            generator=self.generator,
+            worker_init_fn=_seed_worker,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    @property
+    def epoch(self) -> int:
+        return self.history[-1]["epoch"] if self.history else 0
+
+    def resume(self, state: dict) -> None:
+        if state["model_spec"] != self.spec:
+            raise CheckpointError(
+                f"{self.out_dir} holds a run of model {state['model_spec']}, not {self.spec}; "
+                "choose another output directory"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"the training state in {self.out_dir} does not fit the model: {error}"
+            ) from error
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        self.history = state["history"]
+        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+        self.stale_epochs = state["stale_epochs"]
+
+    def train_epoch(self, epoch: int) -> tuple[float, int]:
+        """One pass over the training set: (mean loss over all processes, images seen)."""
+        # the order (and the crops of datasets with set_epoch) depend on (seed, epoch)
+        # only, so a resumed run repeats the uninterrupted one exactly
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        self.generator.manual_seed(self.config.seed + epoch)
+        self.parallel.train()
+        sums = torch.zeros(2, dtype=torch.float64)
+        bar = tqdm(
+            self.loader,
+            desc=f"epoch {epoch}/{self.config.epochs}",
+            leave=False,
+            disable=not (self.config.progress and self.context.is_main),
+        )
+        for step, batch in enumerate(bar):
+            prediction, sharp = _predict(self.parallel, batch, self.device, self.amp)
+            loss = F.mse_loss(prediction, sharp)
+            value = loss.item()
+            if self.context.any(not math.isfinite(value)):
+                last = self.out_dir / "last.safetensors"
+                raise NonFiniteLossError(epoch, step, last if self.epoch else None)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            sums += torch.tensor([value * len(sharp), len(sharp)], dtype=torch.float64)
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+        loss_sum, images = self.context.all_reduce_sum(sums).tolist()
+        return loss_sum / images, int(images)
+
+    def run_epoch(self, epoch: int) -> dict:
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        train_loss, images = self.train_epoch(epoch)
+        train_time = time.perf_counter() - start
+        val = evaluate(
+            self.model,
+            self.val_set,
+            batch_size=self.config.batch_size,
+            amp=self.amp,
+            num_workers=self.config.num_workers,
+            context=self.context,
+        )
+        if not math.isfinite(val["loss"]):
+            last = self.out_dir / "last.safetensors"
+            raise NonFiniteLossError(epoch, None, last if self.epoch else None)
+        epoch_time = time.perf_counter() - start
+        self.scheduler.step(val["loss"])
+        return {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": train_loss,
+            "val_loss": val["loss"],
+            "val_psnr": val["psnr"],
+            "val_psnr_std": val["psnr_std"],
+            "val_ssim": val["ssim"],
+            "val_ssim_std": val["ssim_std"],
+            "train_time_s": train_time,
+            "epoch_time_s": epoch_time,
+            "elapsed_s": (self.history[-1]["elapsed_s"] if self.history else 0.0) + epoch_time,
+            "images_per_s": images / train_time,
+        }
+
+    def checkpoint_config(self, kind: str, row: dict) -> dict:
+        return {
+            "model": self.spec,
+            "kind": kind,
+            "epoch": row["epoch"],
+            "metrics": row,
+            "training": self.config.to_dict(),
+            "seed": self.config.seed,
+            "full_size": self.sensor,
+            "environment": self.environment,
+            **self.extra,
+        }
+
+    def save(self, row: dict, improved: bool) -> None:
+        """Write this epoch's checkpoints and metrics (rank 0), best first: a crash
+        in between leaves a state from which the resumed run rewrites the same files."""
+        if improved:
+            save_checkpoint(
+                self.out_dir / "best.safetensors", self.model, self.checkpoint_config("best", row)
+            )
+        save_checkpoint(
+            self.out_dir / "last.safetensors", self.model, self.checkpoint_config("last", row)
+        )
+        save_training_state(
+            self.out_dir / STATE_FILE,
+            {
+                "model_spec": self.spec,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(),
+                "history": self.history,
+                "best_loss": self.best_loss,
+                "best_epoch": self.best_epoch,
+                "stale_epochs": self.stale_epochs,
+            },
+        )
+        _write_metrics(self.out_dir, self.spec, self.history)
+
+    def stop_reason(self) -> str | None:
+        if self.epoch >= self.config.epochs:
+            return "epochs"
+        patience = self.config.early_stopping_patience
+        if patience is not None and self.stale_epochs >= patience:
+            return "early_stopping"
+        budget = self.config.time_budget_s
+        elapsed = self.history[-1]["elapsed_s"]
+        # rank 0's clock decides, so every process stops after the same epoch
+        if budget is not None and self.context.from_main(
+            elapsed + elapsed / len(self.history) > budget
+        ):
+            return "time_budget"
+        return None
+
+    def train(self) -> TrainingResult:
+        show = self.config.progress and self.context.is_main
+        bar = tqdm(total=self.config.epochs, initial=self.epoch, desc="training", disable=not show)
+        reason = self.stop_reason() if self.history else None
+        while reason is None:
+            row = self.run_epoch(self.epoch + 1)
+            improved = row["val_loss"] < self.best_loss
+            self.stale_epochs = 0 if improved else self.stale_epochs + 1
+            if improved:
+                self.best_loss, self.best_epoch = row["val_loss"], row["epoch"]
+            self.history.append(row)
+            if self.context.is_main:
+                self.save(row, improved)
+            bar.update(1)
+            bar.set_postfix(
+                val_psnr=f"{row['val_psnr']:.2f}", val_ssim=f"{row['val_ssim']:.3f}", refresh=False
+            )
+            reason = self.stop_reason()
+        bar.close()
+        result = TrainingResult(self.out_dir, self.history, self.best_epoch, reason)
+        if self.context.is_main:
+            finished = {
+                "model": self.spec,
+                "training": self.config.identity(),
+                "result": result.to_dict(),
+            }
+            atomic_write(self.out_dir / FINISHED_FILE, json.dumps(finished, indent=2).encode())
+        self.context.barrier()
+        return result
+
+
+def _finished_run(out_dir: Path, spec: dict, config: TrainConfig, resume: bool):
+    """The result of a finished run in ``out_dir`` of this spec and config, if any."""
+    marker = out_dir / FINISHED_FILE
+    if not (marker.is_file() and (out_dir / "best.safetensors").is_file()):
+        return None
+    finished = json.loads(marker.read_text())
+    if finished["model"] != spec:
+        raise ValueError(
+            f"{out_dir} holds a finished run of model {finished['model']}, not {spec}; "
+            "choose another output directory"
+        )
+    if finished["training"] == config.identity():
+        return TrainingResult.from_dict(finished["result"], reused=True)
+    if resume:
+        return None
+    changed = sorted(k for k, v in config.identity().items() if finished["training"].get(k, v) != v)
+    raise ValueError(
+        f"{out_dir} holds a finished run with other training options ({', '.join(changed)}); "
+        "resume it to continue with the new options, or choose another output directory"
+    )
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    config: TrainConfig | None = None,
+    out_dir: str | Path = "runs/run",
+    *,
+    resume: bool = False,
+    model_spec: dict | None = None,
+    extra_config: dict | None = None,
+) -> TrainingResult:
+    """Train ``model`` on ``train_set``, validating on ``val_set`` after every epoch.
+
+    ``model(blurred (N, C, H, W), origin=(N, 2) | None, full_size=(2,) | None)`` must return
+    the sharp estimate (N, C, H, W). ``model_spec = {"name", "options"}`` (the registry
+    name and options the model was built with) makes the checkpoints loadable with
+    :func:`~coordgate.training.checkpoint.load_checkpoint`; ``extra_config`` (JSON: e.g.
+    normalisation, PSF field, data set manifest) is stored in every checkpoint.
+
+    ``out_dir`` already holding the same finished run: nothing is trained, its result is
+    returned (``reused=True``). ``resume=True`` continues an interrupted run from its last
+    epoch (bit-identically on the CPU), or starts afresh when there is none; without it,
+    an unfinished run in ``out_dir`` is an error. On return ``model`` holds the weights of
+    the best epoch. Raises :class:`NonFiniteLossError` when the loss stops being finite.
+    """
+    config = config or TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    extra = dict(extra_config or {})
+    clash = sorted(_RESERVED_KEYS & set(extra))
+    if clash:
+        raise ValueError(f"extra_config may not use the reserved keys {clash}")
+    sensor = _sensor_size(_check_dataset(train_set, "train_set"))
+    _check_dataset(val_set, "val_set")
+    out_dir = Path(out_dir)
+    spec = _check_spec(model, model_spec)
+    context = init_distributed(config.device)
+
+    finished = _finished_run(out_dir, spec, config, resume)
+    if finished is not None:
+        load_weights(model, finished.best_checkpoint)
+        return finished
+    state_path = out_dir / STATE_FILE
+    if state_path.is_file() and not resume:
+        raise ValueError(
+            f"{out_dir} already holds a run; resume it or choose another output directory"
+        )
+    run = _Run(model, train_set, val_set, config, out_dir, spec, extra, context, sensor)
+    if resume and state_path.is_file():
+        run.resume(load_training_state(state_path))
+        if context.is_main:
+            (out_dir / FINISHED_FILE).unlink(missing_ok=True)
+    else:
+        _seed_everything(config.seed)
+    result = run.train()
+    load_weights(model, result.best_checkpoint)
+    return result
