@@ -1,0 +1,272 @@
+"""The 1D study of §IV.A: the matrix H of Eq. (5), its data, the trainer and the driver."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from coordgate.cli import main
+from coordgate.experiments import conv1d
+from coordgate.experiments._conv1d_report import claims
+from coordgate.experiments._varying_conv1d import (
+    effective_matrix,
+    make_dataset,
+    offset_and_width,
+    spatially_varying_matrix,
+)
+from coordgate.models.cnn1d import build_from_label
+from coordgate.training.in_memory import fit_tensors
+
+# ---------------------------------------------------------------------------- H and data
+
+
+def test_matrix_follows_the_documented_reading_of_eq5():
+    h = spatially_varying_matrix(30)
+    assert h.shape == (30, 30)
+    delta, sigma = offset_and_width(30)
+    assert (delta[0], delta[15], delta[29]) == (1, 0, 0)
+    assert (sigma[0], sigma[14], sigma[15]) == (0.5, 0.5, 0.5)
+    assert sigma[29] == pytest.approx(0.5 + 1.5 * 14 / 15)
+    # Row 0 peaks one sample to the right, rows >= 15 on the diagonal, all with peak 1.
+    assert h[0].argmax() == 1 and h[0, 1] == pytest.approx(1)
+    assert all(h[x].argmax() == x and h[x, x] == pytest.approx(1) for x in range(15, 30))
+    # Row 29 is the widest Gaussian: sigma = 1.9.
+    assert h[29, 27] == pytest.approx(math.exp(-4 / (2 * 1.9**2)), rel=1e-6)
+    assert h[3].sum() < h[27].sum()
+
+
+def test_matrix_size_is_validated():
+    with pytest.raises(ValueError, match="size"):
+        spatially_varying_matrix(1)
+
+
+def test_dataset_is_seeded_and_split():
+    data = make_dataset(101, 17, seed=3)
+    m, n = data.train
+    assert [len(s[0]) for s in (data.train, data.val, data.test)] == [81, 10, 10]
+    assert m.shape == (81, 1, 17) and 0 <= m.min() and m.max() <= 1
+    torch.testing.assert_close(n, m @ data.matrix.T)
+    torch.testing.assert_close(make_dataset(101, 17, seed=3).test[0], data.test[0])
+    assert not torch.equal(make_dataset(101, 17, seed=4).test[0], data.test[0])
+    with pytest.raises(ValueError, match="fractions"):
+        make_dataset(101, 17, fractions=(0.9, 0.2))
+
+
+def test_effective_matrix_is_exact_for_a_single_convolution():
+    model = build_from_label("CNN(1,5,1)")
+    matrix = effective_matrix(model, torch.rand(7, 1, 23))
+    weight = model.convs[0].weight.detach().flatten()
+    for row in (0, 11, 22):
+        expected = torch.zeros(23)
+        for tap in range(5):
+            column = row + tap - 2
+            if 0 <= column < 23:
+                expected[column] = weight[tap]
+        torch.testing.assert_close(matrix[row], expected)
+
+
+def test_effective_matrix_of_a_one_layer_coordgate_is_its_linear_map():
+    model = build_from_label("CG(1,5,3,2)").eval()
+    torch.nn.init.normal_(model.gate.encoder[-1].weight)
+    with torch.no_grad():
+        bias = model(torch.zeros(1, 1, 19))[0, 0]
+        columns = model(torch.eye(19).unsqueeze(1))[:, 0] - bias  # (input j, output i)
+    torch.testing.assert_close(effective_matrix(model, torch.rand(5, 1, 19)), columns.T)
+    with pytest.raises(ValueError, match=r"\(N, 1, L\)"):
+        effective_matrix(model, torch.rand(5, 19))
+
+
+# ---------------------------------------------------------------------------- trainer
+
+
+def _linear_problem(samples=240, size=13):
+    data = make_dataset(samples, size, seed=1)
+    return data.train, data.val
+
+
+def test_fit_tensors_learns_and_is_reproducible():
+    train, val = _linear_problem()
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_from_label("CNN(1,5,1)")
+        fit = fit_tensors(model, train, val, lr=1e-2, batch_size=32, max_epochs=15, seed=2)
+        results.append((fit, model))
+    (fit, model), (fit2, model2) = results
+    assert fit.history[-1]["train_loss"] < 0.5 * fit.history[0]["train_loss"]
+    assert fit.best_val_loss == min(h["val_loss"] for h in fit.history)
+    torch.testing.assert_close(model.state_dict(), fit.best_state)
+    torch.testing.assert_close(model.state_dict(), model2.state_dict())
+    assert fit.stop_reason == "max_epochs" and fit.epochs == 15
+
+
+def test_fit_tensors_halves_the_learning_rate_and_stops_on_a_plateau():
+    train, val = _linear_problem()
+    model = build_from_label("CNN(1,1,1)")  # cannot fit H: the loss stalls quickly
+    fit = fit_tensors(
+        model, train, val, lr=0.05, batch_size=64, max_epochs=500, patience=6, lr_patience=2
+    )
+    assert fit.stop_reason == "plateau" and fit.epochs < 500
+    rates = [h["lr"] for h in fit.history]
+    assert rates[0] == 0.05 and min(rates) <= 0.025
+    assert all(b in (a, a / 2) for a, b in zip(rates, rates[1:]))
+
+
+def test_fit_tensors_stops_on_non_finite_loss_and_keeps_the_best_weights():
+    train, val = _linear_problem()
+    model = build_from_label("CNN(1,3,1)")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    fit = fit_tensors(model, train, val, max_epochs=5, loss_fn=lambda p, t: (p - t).sum() / 0)
+    assert fit.stop_reason == "non-finite" and fit.epochs == 1
+    torch.testing.assert_close(model.state_dict(), start)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(batch_size=0),
+        dict(max_epochs=0),
+        dict(lr=0.0),
+        dict(lr_factor=1.0),
+        dict(train=(torch.zeros(3, 1, 5),)),
+        dict(val=(torch.zeros(3, 1, 5), torch.zeros(2, 1, 5))),
+    ],
+)
+def test_fit_tensors_validates_its_arguments(options):
+    train, val = _linear_problem(30, 5)
+    arguments = dict(train=train, val=val) | options
+    with pytest.raises(ValueError):
+        fit_tensors(build_from_label("CNN(1,3,1)"), **arguments)
+
+
+# ---------------------------------------------------------------------------- the study
+
+
+def test_time_inference_measures_every_model():
+    models = {label: build_from_label(label) for label in ("CNN(1,3,1)", "CG(1,3,2,1)")}
+    times = conv1d.time_inference(models, torch.rand(50, 1, 17), repeats=3)
+    assert set(times) == set(models) and all(t > 0 for t in times.values())
+    with pytest.raises(ValueError, match="repeats"):
+        conv1d.time_inference(models, torch.rand(5, 1, 17), repeats=0)
+
+
+TINY = conv1d.Preset(
+    "tiny",
+    ("CNN(1,5,1)", "CNN(2,5,2)", "CG(1,5,3,2)", "CG-random(1,5,3,2)"),
+    seeds=1,
+    samples=300,
+    batch_size=60,
+    max_epochs=3,
+    infer_batch=50,
+    infer_repeats=2,
+)
+
+
+def test_tiny_study_writes_results_figures_and_report(tmp_path):
+    result = conv1d.run_study(TINY, tmp_path / "a", progress=False)
+    out = tmp_path / "a"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["preset"] == "tiny" and saved["seeds"] == [0]
+    assert saved["environment"]["torch_threads"] == 1
+    names = [m["name"] for m in saved["models"]]
+    assert names == list(TINY.models)
+    keys = {
+        "name",
+        "family",
+        "psnr_median",
+        "psnr_min",
+        "psnr_max",
+        "params",
+        "infer_ms",
+        "train_s",
+    }
+    for row in saved["models"]:
+        assert keys <= set(row)
+        assert row["psnr_min"] <= row["psnr_median"] <= row["psnr_max"]
+        assert row["infer_ms"] > 0 and row["params"] > 0
+    assert [m["family"] for m in saved["models"]] == ["cnn", "cnn", "cg", "cg-random"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["name"] for r in rows] == names
+    for figure in saved["figures"]:
+        assert (out / figure).stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert report.count("verdict: **") == len(saved["claims"]) == 5
+    assert "Preset **tiny**" in report and "| CG(1,5,3,2) |" in report
+    # Resuming reuses the finished runs; the same seed gives the same numbers.
+    again = conv1d.run_study(TINY, out, progress=False)
+    assert [m["train_s"] for m in again["models"]] == [m["train_s"] for m in result["models"]]
+    fresh = conv1d.run_study(TINY, tmp_path / "b", progress=False)
+    assert [m["psnr_median"] for m in fresh["models"]] == [
+        m["psnr_median"] for m in result["models"]
+    ]
+
+
+def test_changed_settings_retrain_instead_of_reusing_runs(tmp_path):
+    preset = dataclasses.replace(TINY, models=("CNN(1,5,1)",))
+    first = conv1d.run_study(preset, tmp_path, progress=False)
+    longer = conv1d.run_study(dataclasses.replace(preset, max_epochs=4), tmp_path, progress=False)
+    assert first["models"][0]["epochs_median"] == 3 and longer["models"][0]["epochs_median"] == 4
+
+
+def test_study_rejects_repeated_models(tmp_path):
+    preset = dataclasses.replace(TINY, models=("CNN(1,5,1)", "CNN(1,5,1)"))
+    with pytest.raises(ValueError, match="distinct"):
+        conv1d.run_study(preset, tmp_path, progress=False)
+
+
+def test_cli_rejects_a_bad_model_cleanly(tmp_path, capsys):
+    code = main(
+        ["reproduce", "conv1d", "--quick", "--models", "CNN(0,7,1)", "--out", str(tmp_path)]
+    )
+    assert code == 2
+    assert "layers must be a positive integer" in capsys.readouterr().err
+    assert main(["reproduce", "conv1d", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------------------- claims
+
+
+def _row(name, family, layers, kernel, channels, psnr, params, infer_ms, spread=0.2):
+    return dict(
+        name=name,
+        family=family,
+        layers=layers,
+        kernel=kernel,
+        channels=channels,
+        psnr_median=psnr,
+        psnr_min=psnr - spread,
+        psnr_max=psnr + spread,
+        params=params,
+        infer_ms=infer_ms,
+        failed_runs=0,
+        capped_runs=0,
+    )
+
+
+def _rows(ccnn_psnr=18.0, wide_psnr=18.5, random_psnr=7.0):
+    return [
+        _row("CNN(1,7,1)", "cnn", 1, 7, 1, 6.0, 8, 0.3),
+        _row("CNN(4,7,4)", "cnn", 4, 7, 4, 18.0, 293, 3.0),
+        _row("CNN(4,7,20)", "cnn", 4, 7, 20, wide_psnr, 5941, 40.0),
+        _row("CCNN(4,7,4)", "ccnn", 4, 7, 4, ccnn_psnr, 384, 6.0),
+        _row("CG(1,7,3,3)", "cg", 1, 7, 3, 30.0, 58, 1.5),
+        _row("CG-random(1,7,3,3)", "cg-random", 1, 7, 3, random_psnr, 58, 1.5),
+    ]
+
+
+def test_claims_follow_the_numbers():
+    verdicts = [c.verdict for c in claims(_rows(), negligible_db=1.0)]
+    assert verdicts == ["supported"] * 5
+    against = [c.verdict for c in claims(_rows(25.0, 24.0, 29.5), negligible_db=1.0)]
+    assert against[1:4] == ["not supported"] * 3
+    assert against[0] == "supported"  # CG still beats the best CCNN's best seed
+
+
+def test_claims_without_the_models_they_need_are_inconclusive():
+    rows = [r for r in _rows() if r["family"] == "cnn" and r["layers"] == 1]
+    assert {c.verdict for c in claims(rows, negligible_db=1.0)} == {"inconclusive"}
