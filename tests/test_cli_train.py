@@ -20,14 +20,6 @@ from coordgate.training import load_weights, save_checkpoint
 NORMALISER = PercentileNormalizer(vmin=10.0, vmax=200.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def checkpoint(tmp_path, name: str = "unet3", **config) -> str:
     torch.manual_seed(2)
     model = build_model(name, base_channels=2)
@@ -122,7 +114,6 @@ def test_deblur_places_a_crop_on_the_sensor(tmp_path):
 def pair_cache(tmp_path_factory):
     from coordgate.data.pairs import build_pairs
 
-    torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("pairs")
     build_pairs(path, n=8, size=(24, 32), splits=(0.5, 0.25, 0.25), progress=False)
     return str(path)

@@ -18,16 +18,6 @@ from coordgate.optics import PSFField, SpatiallyVaryingBlur
 SIZE = (37, 31)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a machine shared with other
-    # jobs OpenMP threads waiting on each other can slow these tests many times over.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def field():
     return PSFField.gaussian(psf_size=9, sigma_centre=0.6, sigma_edge=2.5)

@@ -12,16 +12,6 @@ from coordgate.data.synthetic import MicroscopyStyle, SyntheticMicroscopy, synth
 SIZE = (37, 31)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a machine shared with other
-    # jobs OpenMP threads waiting on each other can slow these tests many times over.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_shape_dtype_and_range():
     x = synthetic_microscopy(6, SIZE, seed=3)
     assert x.shape == (6, 1, *SIZE) and x.dtype == torch.float32

@@ -29,15 +29,6 @@ SPEC = {"name": "cg-unet3", "options": {"base_channels": 2}}
 PLAIN = {"name": "unet3", "options": {"base_channels": 2}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core machine: threads only contend
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class PairSet(torch.utils.data.Dataset):
     """Tiny (blurred, sharp) crops of 12 x 20 pixels from a 48 x 60 sensor frame."""
 
