@@ -60,7 +60,7 @@ def test_report_answers_each_claim(study):
     out, results = study
     report = (out / "report.md").read_text()
     claims = deblur_claims(results)
-    assert len(claims) == 8
+    assert len(claims) == 10
     verdicts = {c.title: c.verdict for c in claims}
     assert verdicts["CoordConv-UNet performs like U-Net(6)"] == "inconclusive"
     assert verdicts["CG U-Net(3) beats U-Net(6) with ~60× fewer parameters"] == "inconclusive"
@@ -82,3 +82,14 @@ def test_bad_arguments_are_clean_errors(tmp_path, capsys):
     code = main(["reproduce", "deblur", "--out", str(tmp_path), "--threads", "0"])
     assert code == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_model_too_large_for_the_machine_is_reported_not_trained(tmp_path, monkeypatch):
+    from coordgate.experiments import deblur
+
+    monkeypatch.setattr(deblur, "memory_limit", lambda: 16 * 20_000)
+    results = run_study(replace(TINY, models=("unet3", "lcn-unet3")), tmp_path, progress=False)
+    assert [m["name"] for m in results["models"]] == ["unet3"]
+    (skipped,) = results["skipped"]
+    assert skipped["name"] == "lcn-unet3" and skipped["params"] > 20_000
+    assert "lcn-unet3" in (tmp_path / "report.md").read_text()

@@ -25,6 +25,8 @@ FAMILY_STYLE = {
     "cg-unet": ("CG U-Net", "tab:red", "s"),
     "coordconv-unet": ("CoordConv-UNet", "tab:green", "^"),
     "multiwiener-unet": ("MultiWienerNet", "tab:purple", "D"),
+    "lcn-unet": ("LCN-UNet", "tab:brown", "v"),
+    "pac-unet": ("PAC-UNet", "tab:orange", "P"),
 }
 
 
@@ -33,9 +35,11 @@ def family(name: str) -> str:
     return name.rstrip("0123456789")
 
 
-def metric_vs_params_figure(rows: Sequence[Mapping], metric: str, label: str, path: Path) -> Path:
-    """PSNR or SSIM (with ± std bars) against log10(parameters), one colour per family
-    (Fig. 4b for PSNR, Fig. 7 for SSIM)."""
+def metric_vs_params_figure(
+    rows: Sequence[Mapping], metric: str, label: str, path: Path, images: int
+) -> Path:
+    """PSNR or SSIM against log10(parameters), one colour per family (Fig. 4b for PSNR,
+    Fig. 7 for SSIM). Bars: standard error of the mean over the ``images`` test images."""
     figure = new_figure(4.8, 3.4)
     axes = figure.subplots()
     for fam, (title, colour, marker) in FAMILY_STYLE.items():
@@ -47,7 +51,7 @@ def metric_vs_params_figure(rows: Sequence[Mapping], metric: str, label: str, pa
         axes.errorbar(
             x,
             y,
-            yerr=[r[f"{metric}_std"] for r in group],
+            yerr=[r[f"{metric}_std"] / images**0.5 for r in group],
             color=colour,
             marker=marker,
             capsize=2,
