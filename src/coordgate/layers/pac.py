@@ -64,6 +64,11 @@ class PixelAdaptiveConv(nn.Module):
         )
         if len(self.kernel_size) != dim or min(self.kernel_size) < 1:
             raise ValueError(f"kernel_size needs {dim} positive entries, got {kernel_size!r}")
+        for name, value in dict(
+            in_channels=in_channels, out_channels=out_channels, guide_channels=guide_channels
+        ).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if max_elements < 1:
             raise ValueError(f"max_elements must be positive, got {max_elements!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -82,8 +87,16 @@ class PixelAdaptiveConv(nn.Module):
             f"dim={self.dim}, guide_channels={self.guide_channels}"
         )
 
-    def guidance(self, size, origin=None, full_size=None, *, device=None, dtype=None):
-        """Guidance features g(C): (guide_channels, *size)."""
+    def guidance(
+        self,
+        size: Sequence[int],
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Guidance features g(C) of an input of spatial ``size``: (guide_channels, *size)."""
         coords = coordinate_grid(
             size, origin=origin, full_size=full_size, device=device, dtype=dtype
         )
@@ -96,6 +109,10 @@ class PixelAdaptiveConv(nn.Module):
         origin: float | Sequence[float] | Sequence[Sequence[float]] | None = None,
         full_size: float | Sequence[float] | None = None,
     ) -> torch.Tensor:
+        """x: (N, in_channels, *spatial) -> (N, out_channels, *spatial).
+
+        ``origin``: one origin for the batch, or (N, dim) per-sample origins.
+        """
         check_features(x, self.in_channels, self.dim, "PixelAdaptiveConv")
         size = tuple(x.shape[2:])
         frame = dict(full_size=full_size, device=x.device, dtype=x.dtype)
@@ -104,6 +121,29 @@ class PixelAdaptiveConv(nn.Module):
             guides = self.guidance(size, origin, **frame).unsqueeze(0)
         else:
             guides = torch.stack([self.guidance(size, row, **frame) for row in rows])
+        return self._convolve(x, guides)
+
+    def guided(self, x: torch.Tensor, guides: torch.Tensor) -> torch.Tensor:
+        """The convolution with given guidance features (e.g. one frame's per sample).
+
+        x: (N, in_channels, *spatial), guides: (N or 1, guide_channels, *spatial)
+        -> (N, out_channels, *spatial).
+        """
+        check_features(x, self.in_channels, self.dim, "PixelAdaptiveConv")
+        if (
+            guides.ndim != x.ndim
+            or guides.shape[0] not in (1, x.shape[0])
+            or (guides.shape[1:] != (self.guide_channels, *x.shape[2:]))
+        ):
+            raise ValueError(
+                f"PixelAdaptiveConv guidance must have shape (N or 1, {self.guide_channels}, "
+                f"{', '.join(map(str, x.shape[2:]))}) for input {tuple(x.shape)}, "
+                f"got {tuple(guides.shape)}"
+            )
+        return self._convolve(x, guides)
+
+    def _convolve(self, x: torch.Tensor, guides: torch.Tensor) -> torch.Tensor:
+        size = tuple(x.shape[2:])
         pads = same_padding(self.kernel_size)
         x_padded, g_padded = F.pad(x, pads), F.pad(guides, pads)
         halo = self.kernel_size[0] - 1
@@ -111,16 +151,14 @@ class PixelAdaptiveConv(nn.Module):
         step = max(1, self.max_elements // max(per_row, 1))
         slabs = [
             self._slab(
-                x_padded[:, :, r : r + rows_ + halo],
-                g_padded[:, :, r : r + rows_ + halo],
-                guides[:, :, r : r + rows_],
+                x_padded[:, :, r : r + rows + halo],
+                g_padded[:, :, r : r + rows + halo],
+                guides[:, :, r : r + rows],
             )
             for r in range(0, size[0], step)
-            for rows_ in [min(step, size[0] - r)]
+            for rows in [min(step, size[0] - r)]
         ]
-        out = torch.cat(slabs, dim=1)  # (N, P, out)
-        if self.bias is not None:
-            out = out + self.bias
+        out = slabs[0] if len(slabs) == 1 else torch.cat(slabs, dim=1)  # (N, P, out)
         return out.transpose(1, 2).reshape(x.shape[0], self.out_channels, *size)
 
     def _slab(self, x_padded, g_padded, centre) -> torch.Tensor:
@@ -132,5 +170,10 @@ class PixelAdaptiveConv(nn.Module):
         guide_patches = guide_patches.view(guide_patches.shape[0], p, self.guide_channels, k)
         centre = centre.reshape(centre.shape[0], self.guide_channels, p).transpose(1, 2)
         adapt = torch.exp(-0.5 * (guide_patches - centre.unsqueeze(-1)).square().sum(2))
-        modulated = patches.view(n, p, self.in_channels, k) * adapt.unsqueeze(2)
-        return modulated.reshape(n, p, -1) @ self.weight.t()
+        modulated = (patches.view(n, p, self.in_channels, k) * adapt.unsqueeze(2)).view(n * p, -1)
+        out = (
+            modulated @ self.weight.t()
+            if self.bias is None
+            else torch.addmm(self.bias, modulated, self.weight.t())
+        )
+        return out.view(n, p, self.out_channels)

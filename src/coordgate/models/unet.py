@@ -1,4 +1,5 @@
-"""The U-Net family of paper Fig. 4(a): U-Net(d), CG U-Net(d) and CoordConv-UNet.
+"""The U-Net family of paper Fig. 4(a): U-Net(d), CG U-Net(d), CoordConv-UNet, and the
+pixel-adaptive (PAC) and locally-connected (LCN) U-Nets the paper argues against (§II).
 
 U-Net(d) has ``d`` resolution levels; level ``l`` runs two 3x3 convolutions + ReLU with
 ``base_channels * 2**l`` channels (``n_c[d] = base_channels * 2**(d-1)`` in the deepest),
@@ -16,6 +17,12 @@ output. Choices where the paper leaves room:
   channels of the convolutions just before it.
 - CoordConv-UNet (El Jurdi et al. 2021) makes the first convolution of every level a
   :class:`~coordgate.layers.CoordConv`, so coordinates reach every resolution.
+- PAC U-Net(d) makes the convolution whose output a CG U-Net gates (the second of every
+  gated level) a :class:`~coordgate.layers.PixelAdaptiveConv` guided by learned features
+  of that level's sensor coordinates: the same places, adaptive kernels instead of gates.
+- LCN U-Net(d) makes both convolutions of the deepest level (the bottleneck)
+  :class:`~coordgate.layers.LocallyConnected` layers with one kernel per position of a
+  fixed sensor ``frame`` (see :class:`LocallyConnectedUNet` for why there).
 
 Sensor coordinates: ``origin`` / ``full_size`` are given in full-resolution pixels; level
 ``l`` sees ``origin / 2**l`` and ``full_size / 2**l``, so every level agrees on where a
@@ -33,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coordgate.layers import CoordConv, CoordGate
+from coordgate.layers import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
 from coordgate.layers.coords import resolve_frame
 from coordgate.layers.shapes import check_features
 from coordgate.models.registry import register_model
@@ -43,14 +50,18 @@ __all__ = [
     "CoordConvUNet",
     "CoordGateUNet",
     "BatchFrames",
+    "LocallyConnectedUNet",
+    "PixelAdaptiveUNet",
     "UNet",
     "apply_coord_conv",
     "apply_gate",
+    "apply_local",
+    "apply_pac",
     "batch_frames",
     "check_image",
 ]
 
-COORDINATE_MODES = ("none", "gate", "coordconv")
+COORDINATE_MODES = ("none", "gate", "coordconv", "pac", "local")
 DEPTHS = (3, 4, 5, 6)
 
 Frame = float | Sequence[float] | torch.Tensor | None
@@ -146,25 +157,105 @@ def apply_coord_conv(
     return conv.conv(torch.cat([x, coords], dim=1))
 
 
+def apply_pac(
+    pac: PixelAdaptiveConv, x: torch.Tensor, frames: BatchFrames, level: int
+) -> torch.Tensor:
+    """``pac`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame
+    (one guidance map per distinct frame)."""
+    if frames.inverse is None:
+        return pac(x, *frames.scaled(0, level))
+    size, like = x.shape[2:], dict(device=x.device, dtype=x.dtype)
+    return pac.guided(
+        x, frames.per_sample(lambda k: pac.guidance(size, *frames.scaled(k, level), **like))
+    )
+
+
+def _canvas_padding(
+    layer: LocallyConnected, size: Sequence[int], frames: BatchFrames, k: int, level: int
+) -> list[int]:
+    """``F.pad`` amounts that place an input of ``size`` at frame k's origin in the layer's
+    frame (U-Net level ``level``)."""
+    origin, full = frames.scaled(k, level)
+    if tuple(full) != tuple(float(s) for s in layer.size) or any(o != int(o) for o in origin):
+        scale = 2**level
+        raise ValueError(
+            f"the locally-connected layers at level {level} hold weights for a sensor frame "
+            f"of {tuple(s * scale for s in layer.size)} pixels: full_size must be that frame "
+            f"and origin a multiple of {scale} pixels, got full_size {frames.full_sizes[k]} "
+            f"and origin {frames.origins[k]}"
+        )
+    (top, left), (h, w), (fh, fw) = (int(o) for o in origin), size, layer.size
+    return [left, fw - left - w, top, fh - top - h]
+
+
+def apply_local(
+    layer: LocallyConnected, x: torch.Tensor, frames: BatchFrames, level: int
+) -> torch.Tensor:
+    """``layer`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame.
+
+    Each sample is placed at its origin in a zero canvas of the layer's frame: a crop meets
+    the kernels of the positions it covers and zeros beyond its borders, exactly what
+    'same' zero padding of the crop would give.
+    """
+    size = tuple(x.shape[2:])
+    pads = [_canvas_padding(layer, size, frames, k, level) for k in range(len(frames.origins))]
+    if frames.inverse is None:
+        return F.pad(layer(F.pad(x, pads[0])), [-p for p in pads[0]])
+    index = frames.inverse.tolist()
+    y = layer(torch.stack([F.pad(x[i], pads[k]) for i, k in enumerate(index)]))
+    return torch.stack([F.pad(y[i], [-p for p in pads[k]]) for i, k in enumerate(index)])
+
+
+# How each coordinate-aware convolution meets the batch's sensor frames.
+_FRAME_AWARE = {
+    CoordConv: apply_coord_conv,
+    PixelAdaptiveConv: apply_pac,
+    LocallyConnected: apply_local,
+}
+
+
 class _LevelBlock(nn.Module):
-    """Two 3x3 convolutions + ReLU; the first one optionally a CoordConv.
+    """Two 3x3 convolutions + ReLU, either of them possibly coordinate-aware.
 
     x: (N, in_channels, h, w) -> (N, out_channels, h, w)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, coord_conv: bool) -> None:
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
         super().__init__()
-        self.coord_conv = coord_conv
-        self.first = (
-            CoordConv(in_channels, out_channels, 3)
-            if coord_conv
-            else nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        )
-        self.second = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.first, self.second = first, second
 
     def forward(self, x: torch.Tensor, frames: BatchFrames | None, level: int) -> torch.Tensor:
-        x = apply_coord_conv(self.first, x, frames, level) if self.coord_conv else self.first(x)
-        return F.relu(self.second(F.relu(x)))
+        for conv in (self.first, self.second):
+            apply = _FRAME_AWARE.get(type(conv))
+            x = F.relu(conv(x) if apply is None else apply(conv, x, frames, level))
+        return x
+
+
+def _block_kinds(coordinates: str, decoder: bool, level: int, depth: int) -> tuple[str, str]:
+    """The kinds of a level block's two convolutions under each coordinate mode."""
+    # A CG U-Net gates the output of every encoder level (the deepest is the bottleneck)
+    # and of every decoder level but the last; PAC adapts the convolution before each gate.
+    gated = not decoder or level > 0
+    if coordinates == "coordconv":
+        return "coordconv", "conv"
+    if coordinates == "pac" and gated:
+        return "conv", "pac"
+    if coordinates == "local" and level == depth - 1:
+        return "local", "local"
+    return "conv", "conv"
+
+
+def _conv(
+    kind: str, c_in: int, c_out: int, options: Mapping, size: tuple[int, int] | None
+) -> nn.Module:
+    """A 3x3 'same' convolution of ``kind`` (see :func:`_block_kinds`)."""
+    if kind == "coordconv":
+        return CoordConv(c_in, c_out, 3)
+    if kind == "pac":
+        return PixelAdaptiveConv(c_in, c_out, 3, **options)
+    if kind == "local":
+        return LocallyConnected(c_in, c_out, 3, size)
+    return nn.Conv2d(c_in, c_out, 3, padding=1)
 
 
 def check_image(x: torch.Tensor, channels: int, multiple: int, name: str) -> None:
@@ -191,6 +282,27 @@ def _check_options(depth: int, in_channels: int, out_channels: int, base_channel
         raise ValueError(f"depth must be >= 2 (at least one down/up-sampling), got {depth}")
 
 
+def _check_frame(
+    frame: int | Sequence[int] | None, coordinates: str, multiple: int
+) -> tuple[int, int] | None:
+    """``frame`` as (H, W): required by, and only by, ``coordinates="local"``."""
+    if coordinates != "local":
+        if frame is not None:
+            raise ValueError(f"frame is only used by coordinates='local', got {coordinates!r}")
+        return None
+    values = (frame, frame) if isinstance(frame, int) else tuple(frame or ())
+    if (
+        len(values) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values)
+        or any(v % multiple for v in values)
+    ):
+        raise ValueError(
+            f"the LCN U-Net needs frame: the sensor frame (H, W) in pixels, divisible by "
+            f"{multiple}; got {frame!r}"
+        )
+    return values
+
+
 class UNet(nn.Module):
     """U-Net(d) of paper Fig. 4(a), optionally coordinate-aware.
 
@@ -202,8 +314,12 @@ class UNet(nn.Module):
         in_channels, out_channels: image channels in and out.
         base_channels: channels of the first level; level l has ``base_channels * 2**l``.
         coordinates: ``"none"`` (plain U-Net: ``origin`` / ``full_size`` are accepted and
-            ignored), ``"gate"`` (CG U-Net) or ``"coordconv"`` (CoordConv-UNet).
-        gate_options: keyword arguments of every :class:`CoordGate` (``coordinates="gate"``).
+            ignored), ``"gate"`` (CG U-Net), ``"coordconv"`` (CoordConv-UNet), ``"pac"``
+            (PAC U-Net) or ``"local"`` (LCN U-Net).
+        layer_options: keyword arguments of every coordinate layer of the mode:
+            :class:`CoordGate` (``"gate"``) or :class:`PixelAdaptiveConv` (``"pac"``).
+        frame: the sensor frame (H, W) or H = W in pixels that the locally-connected
+            weights cover (``"local"`` only; divisible by ``2**(depth - 1)``).
         residual: add the input to the output (the network learns the correction to the
             blurred image; needs ``in_channels == out_channels``).
     """
@@ -216,7 +332,8 @@ class UNet(nn.Module):
         base_channels: int = 16,
         *,
         coordinates: str = "none",
-        gate_options: Mapping[str, object] | None = None,
+        layer_options: Mapping[str, object] | None = None,
+        frame: int | Sequence[int] | None = None,
         residual: bool = False,
     ) -> None:
         super().__init__()
@@ -229,28 +346,42 @@ class UNet(nn.Module):
         self.residual = bool(residual)
         if coordinates not in COORDINATE_MODES:
             raise ValueError(f"coordinates must be one of {COORDINATE_MODES}, got {coordinates!r}")
-        if gate_options and coordinates != "gate":
-            raise ValueError(f"gate_options need coordinates='gate', got {coordinates!r}")
+        if layer_options and coordinates not in ("gate", "pac"):
+            raise ValueError(
+                f"layer_options need coordinates='gate' or 'pac', got {coordinates!r} "
+                f"with {dict(layer_options)}"
+            )
         self.depth, self.in_channels, self.out_channels = depth, in_channels, out_channels
         self.base_channels, self.coordinates = base_channels, coordinates
         self.uses_coordinates = coordinates != "none"
+        self.frame = _check_frame(frame, coordinates, self.required_multiple)
+        options = dict(layer_options or {})
         widths = [base_channels * 2**level for level in range(depth)]
-        coord_conv = coordinates == "coordconv"
+        deepest = (
+            None if self.frame is None else tuple(f // self.required_multiple for f in self.frame)
+        )
+
+        def block(c_in: int, c_out: int, decoder: bool, level: int) -> _LevelBlock:
+            kinds = _block_kinds(coordinates, decoder, level, depth)
+            return _LevelBlock(
+                _conv(kinds[0], c_in, c_out, options, deepest),
+                _conv(kinds[1], c_out, c_out, options, deepest),
+            )
+
         self.encoder = nn.ModuleList(
-            _LevelBlock(c_in, c_out, coord_conv)
-            for c_in, c_out in zip([in_channels] + widths[:-1], widths)
+            block(c_in, c_out, False, level)
+            for level, (c_in, c_out) in enumerate(zip([in_channels] + widths[:-1], widths))
         )
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2)
             for level in range(depth - 1)
         )
         self.decoder = nn.ModuleList(
-            _LevelBlock(2 * widths[level], widths[level], coord_conv) for level in range(depth - 1)
+            block(2 * widths[level], widths[level], True, level) for level in range(depth - 1)
         )
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         self.down_gates = self.up_gates = None
         if coordinates == "gate":
-            options = dict(gate_options or {})
             # down_gates[l] gates level l before its pool; up_gates[l] gates level l + 1
             # before its up-convolution.
             self.down_gates = nn.ModuleList(
@@ -285,9 +416,10 @@ class UNet(nn.Module):
         return 12 * self.base_channels + 48
 
     def extra_repr(self) -> str:
+        frame = "" if self.frame is None else f", frame={self.frame}"
         return (
             f"depth={self.depth}, base_channels={self.base_channels}, "
-            f"coordinates={self.coordinates!r}, residual={self.residual}"
+            f"coordinates={self.coordinates!r}{frame}, residual={self.residual}"
         )
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -323,12 +455,11 @@ class UNet(nn.Module):
         return self.head(x) + image if self.residual else self.head(x)
 
 
-class CoordGateUNet(UNet):
-    """CG U-Net(d): U-Net(d) with a CoordGate at every down- and up-sampling point.
+class _ModeUNet(UNet):
+    """A U-Net of one coordinate ``mode``; keyword options other than the U-Net's go to
+    the mode's coordinate layers (``layer_options``)."""
 
-    x: (N, in_channels, H, W) -> (N, out_channels, H, W). ``gate_options`` go to every
-    :class:`CoordGate` (default: ``mode="mlp"`` with the layer's default encoder).
-    """
+    mode = "none"
 
     def __init__(
         self,
@@ -338,17 +469,62 @@ class CoordGateUNet(UNet):
         base_channels: int = 16,
         *,
         residual: bool = False,
-        **gate_options,
+        frame: int | Sequence[int] | None = None,
+        **layer_options,
     ) -> None:
         super().__init__(
             depth,
             in_channels,
             out_channels,
             base_channels,
-            coordinates="gate",
-            gate_options=gate_options,
+            coordinates=self.mode,
+            layer_options=layer_options,
+            frame=frame,
             residual=residual,
         )
+
+
+class CoordGateUNet(_ModeUNet):
+    """CG U-Net(d): U-Net(d) with a CoordGate at every down- and up-sampling point.
+
+    x: (N, in_channels, H, W) -> (N, out_channels, H, W). Further keyword options go to
+    every :class:`CoordGate` (default: ``mode="mlp"`` with the layer's default encoder).
+    """
+
+    mode = "gate"
+
+
+class PixelAdaptiveUNet(_ModeUNet):
+    """PAC U-Net(d): the convolutions a CG U-Net gates are pixel-adaptive instead.
+
+    x: (N, in_channels, H, W) -> (N, out_channels, H, W). Further keyword options go to
+    every :class:`PixelAdaptiveConv` (``guide_channels``, ``hidden``, ``layers``,
+    ``max_elements``). Each is guided by learned features of its level's sensor
+    coordinates, so the comparison with CG U-Net(d) isolates the mechanism: a fixed
+    Gaussian pairwise kernel modulation (PAC) against a learned per-channel gate.
+    """
+
+    mode = "pac"
+
+
+class LocallyConnectedUNet(_ModeUNet):
+    """LCN U-Net(d): both 3x3 convolutions of the deepest level are locally connected.
+
+    x: (N, in_channels, H, W) -> (N, out_channels, H, W) for inputs in the sensor
+    ``frame`` (H, W) the weights were built for (crops at origins that are multiples of
+    ``2**(depth - 1)`` pixels use the weights of the positions they cover).
+
+    Why the bottleneck: a network whose every layer is locally connected would need a
+    kernel per pixel at full resolution (``frame**2 * C**2 * 9`` weights per layer), which
+    neither fits nor trains at these sizes. The deepest level has ``4**(depth - 1)`` times
+    fewer positions and the widest receptive field, and it is where a CG U-Net's gates act
+    on the coarsest features, so position-specific kernels there give the network
+    position-dependent processing of the whole image at the least cost: the LCN
+    counterpart of CoordGate's position-dependent gates. Even so it holds far more
+    weights than the rest of the network (see :func:`count_parameters`).
+    """
+
+    mode = "local"
 
 
 class CoordConvUNet(UNet):
@@ -405,3 +581,22 @@ _register_depths()
 )
 def build_coordconv_unet6(**options) -> CoordConvUNet:
     return CoordConvUNet(6, **options)
+
+
+@register_model(
+    "pac-unet3",
+    "PAC U-Net(3): U-Net(3) whose convolutions before each CG gate point are pixel-adaptive "
+    "convolutions guided by learned coordinate features: base_channels, PAC options "
+    "(guide_channels, hidden, layers)",
+)
+def build_pac_unet3(**options) -> PixelAdaptiveUNet:
+    return PixelAdaptiveUNet(3, **options)
+
+
+@register_model(
+    "lcn-unet3",
+    "LCN U-Net(3): U-Net(3) whose bottleneck convolutions are locally connected over a fixed "
+    "sensor frame: frame (required, pixels), base_channels",
+)
+def build_lcn_unet3(**options) -> LocallyConnectedUNet:
+    return LocallyConnectedUNet(3, **options)
