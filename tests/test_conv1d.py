@@ -19,7 +19,7 @@ from coordgate.experiments._varying_conv1d import (
     offset_and_width,
     spatially_varying_matrix,
 )
-from coordgate.models.cnn1d import build_from_label
+from coordgate.models.cnn1d import build_from_label, parse_label
 from coordgate.training.in_memory import fit_tensors
 
 # ---------------------------------------------------------------------------- H and data
@@ -157,8 +157,9 @@ def test_time_inference_measures_every_model():
 
 TINY = conv1d.Preset(
     "tiny",
-    ("CNN(1,5,1)", "CNN(2,5,2)", "CG(1,5,3,2)", "CG-random(1,5,3,2)"),
+    ("CNN(1,5,1)", "CNN(2,5,2)", "CG(1,5,3,2)", "CG-random(1,5,3,2)", "PAC(1,5,1)", "LCN(1,5)"),
     seeds=1,
+    ablation=("CG(1,5,3,2)", "CG(1,5,2,1)"),
     samples=300,
     batch_size=60,
     max_epochs=3,
@@ -189,14 +190,29 @@ def test_tiny_study_writes_results_figures_and_report(tmp_path):
         assert keys <= set(row)
         assert row["psnr_min"] <= row["psnr_median"] <= row["psnr_max"]
         assert row["infer_ms"] > 0 and row["params"] > 0
-    assert [m["family"] for m in saved["models"]] == ["cnn", "cnn", "cg", "cg-random"]
+    assert [m["family"] for m in saved["models"]] == [
+        "cnn",
+        "cnn",
+        "cg",
+        "cg-random",
+        "pac",
+        "lcn",
+    ]
+    # The ablation reuses CG(1,5,3,2)'s run and adds one run for its other cell.
+    ablation = saved["ablation"]
+    assert ablation["seeds"] == [0] and len(list((out / "runs").glob("*.pt"))) == 7
+    assert [(m["channels"], m["encoder_layers"]) for m in ablation["models"]] == [(3, 2), (2, 1)]
+    assert ablation["models"][0]["psnr_median"] == saved["models"][2]["psnr_median"]
+    assert ablation["models"][1]["gate_params"] == 2 + 2  # one Linear layer 1 -> 2
+    assert "gate_size.png" in saved["figures"]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["name"] for r in rows] == names
     for figure in saved["figures"]:
         assert (out / figure).stat().st_size > 1000
     report = (out / "report.md").read_text()
-    assert report.count("verdict: **") == len(saved["claims"]) == 5
+    assert report.count("verdict: **") == len(saved["claims"]) == 7
     assert "Preset **tiny**" in report and "| CG(1,5,3,2) |" in report
+    assert "Gate-size ablation:" in report and "| CG(1,5,2,1) | 2 | 1 | 4 |" in report
     # Resuming reuses the finished runs; the same seed gives the same numbers.
     again = conv1d.run_study(TINY, out, progress=False)
     assert [m["train_s"] for m in again["models"]] == [m["train_s"] for m in result["models"]]
@@ -217,6 +233,26 @@ def test_study_rejects_repeated_models(tmp_path):
     preset = dataclasses.replace(TINY, models=("CNN(1,5,1)", "CNN(1,5,1)"))
     with pytest.raises(ValueError, match="distinct"):
         conv1d.run_study(preset, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="gate-size ablation takes CG"):
+        conv1d.run_study(dataclasses.replace(TINY, ablation=("CNN(1,5,1)",)), tmp_path)
+    with pytest.raises(ValueError, match="ablation_seeds must be an integer >= 0"):
+        conv1d.run_study(dataclasses.replace(TINY, ablation_seeds=-1), tmp_path)
+
+
+def test_study_without_ablation_says_so(tmp_path):
+    preset = dataclasses.replace(TINY, models=("CNN(1,5,1)",), ablation_seeds=0)
+    result = conv1d.run_study(preset, tmp_path, progress=False)
+    assert result["ablation"] == {"seeds": [], "models": []}
+    assert "gate_size.png" not in result["figures"] and not (tmp_path / "gate_size.png").exists()
+    assert "No gate-size ablation" in (tmp_path / "report.md").read_text()
+
+
+def test_full_preset_has_the_baselines_and_the_gate_size_grid():
+    full = conv1d.PRESETS["full"]
+    assert {"PAC(1,13,1)", "PAC(3,7,4)", "LCN(1,7)", "LCN(1,13)"} <= set(full.models)
+    cells = {parse_label(label)[1]["channels"] for label in full.ablation}
+    layers = {parse_label(label)[1]["encoder_layers"] for label in full.ablation}
+    assert len(full.ablation) == 12 and cells == {3, 4, 8, 16} and layers == {1, 2, 3}
 
 
 def test_cli_rejects_a_bad_model_cleanly(tmp_path, capsys):
@@ -233,6 +269,7 @@ def test_cli_rejects_a_bad_model_cleanly(tmp_path, capsys):
 
 def _row(name, family, layers, kernel, channels, psnr, params, infer_ms, spread=0.2):
     return dict(
+        train_cpu_s=params / 10,
         name=name,
         family=family,
         layers=layers,
@@ -248,8 +285,10 @@ def _row(name, family, layers, kernel, channels, psnr, params, infer_ms, spread=
     )
 
 
-def _rows(ccnn_psnr=18.0, wide_psnr=18.5, random_psnr=7.0):
+def _rows(ccnn_psnr=18.0, wide_psnr=18.5, random_psnr=7.0, lcn_psnr=30.5, pac_psnr=25.0):
     return [
+        _row("LCN(1,7)", "lcn", 1, 7, 1, lcn_psnr, 240, 2.0),
+        _row("PAC(4,7,4)", "pac", 4, 7, 4, pac_psnr, 393, 9.0),
         _row("CNN(1,7,1)", "cnn", 1, 7, 1, 6.0, 8, 0.3),
         _row("CNN(4,7,4)", "cnn", 4, 7, 4, 18.0, 293, 3.0),
         _row("CNN(4,7,20)", "cnn", 4, 7, 20, wide_psnr, 5941, 40.0),
@@ -261,7 +300,7 @@ def _rows(ccnn_psnr=18.0, wide_psnr=18.5, random_psnr=7.0):
 
 def test_claims_follow_the_numbers():
     verdicts = [c.verdict for c in claims(_rows(), negligible_db=1.0)]
-    assert verdicts == ["supported"] * 5
+    assert verdicts == ["supported"] * 7
     against = [c.verdict for c in claims(_rows(25.0, 24.0, 29.5), negligible_db=1.0)]
     assert against[1:4] == ["not supported"] * 3
     assert against[0] == "supported"  # CG still beats the best CCNN's best seed
@@ -270,3 +309,15 @@ def test_claims_follow_the_numbers():
 def test_claims_without_the_models_they_need_are_inconclusive():
     rows = [r for r in _rows() if r["family"] == "cnn" and r["layers"] == 1]
     assert {c.verdict for c in claims(rows, negligible_db=1.0)} == {"inconclusive"}
+
+
+def test_baseline_claims_follow_the_numbers():
+    lcn, pac = (claims(_rows(lcn_psnr=45.0, pac_psnr=32.0), negligible_db=1.0))[5:]
+    assert lcn.verdict == "partly supported" and "no CG comes within 1 dB" in lcn.evidence
+    assert "4.1x fewer parameters" in lcn.evidence  # CG(1,7,3,3): 58 vs the LCN's 240
+    assert pac.verdict == "not supported" and "PAC(4,7,4) vs CNN(4,7,4): +14.00 dB" in pac.evidence
+    slow_cg = [dict(r, infer_ms=20.0) if r["family"] == "cg" else r for r in _rows()]
+    assert [c.verdict for c in claims(slow_cg, negligible_db=1.0)[5:]] == [
+        "partly supported",
+        "partly supported",
+    ]

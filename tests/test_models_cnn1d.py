@@ -1,10 +1,13 @@
-"""The 1D model family of §IV.A: CNN(L,k,c), CCNN(L,k,c), CG(L,k,c,p) and the random ablation."""
+"""The 1D model family of §IV.A: CNN(L,k,c), CCNN(L,k,c), CG(L,k,c,p), the random ablation,
+and the PAC(L,k,c) and LCN(L,k) baselines."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from coordgate.experiments._varying_conv1d import spatially_varying_matrix
+from coordgate.layers import LocallyConnected, PixelAdaptiveConv
 from coordgate.models import build_model, count_parameters, list_models
 from coordgate.models.cnn1d import (
     CNN1d,
@@ -21,12 +24,19 @@ LABELS = [
     "CG(1,13,3,3)",
     "CG(2,5,4,1)",
     "CG-random(1,7,3,2)",
+    "PAC(2,5,3)",
+    "LCN(2,7)",
 ]
+
+
+def sized(label: str) -> dict[str, int]:
+    """Models tied to positions are built for the 37-sample test frame."""
+    return {"size": 37} if "random" in label or label.startswith("LCN") else {}
 
 
 @pytest.mark.parametrize("label", LABELS)
 def test_label_round_trip_and_shape(label, device):
-    model = build_from_label(label, **({"size": 37} if "random" in label else {})).to(device)
+    model = build_from_label(label, **sized(label)).to(device)
     assert model.label == label
     x = torch.rand(3, 1, 37, device=device)
     assert model(x).shape == (3, 1, 37)
@@ -39,6 +49,14 @@ def test_registry_names_and_families():
     assert (model.label, model.family) == ("CG(1,13,8,3)", "cg")
     assert build_model("ccnn1d", layers=4, kernel=7, channels=4).family == "ccnn"
     assert build_model("cg1d-random").family == "cg-random"
+    assert {"pac1d", "lcn1d"} <= names
+    pac, lcn = build_from_label("PAC(2,5,3)"), build_from_label("LCN(2,7)")
+    assert (pac.family, lcn.family) == ("pac", "lcn")
+    assert [type(c) for c in pac.convs] == [PixelAdaptiveConv] * 2
+    assert [(c.in_channels, c.out_channels) for c in pac.convs] == [(1, 3), (3, 1)]
+    assert [c.size for c in lcn.convs] == [(30,), (30,)] and isinstance(
+        lcn.convs[0], LocallyConnected
+    )
 
 
 @pytest.mark.parametrize(
@@ -51,6 +69,10 @@ def test_registry_names_and_families():
         ("CG(1,7,3,3)", 24 + 30 + 4),
         # every CoordConv layer sees one extra (coordinate) input channel
         ("CCNN(2,7,4)", (2 * 7 * 4 + 4) + (5 * 7 + 1)),
+        # a kernel and a bias per position of the 30-sample frame
+        ("LCN(1,13)", 30 * (13 + 1)),
+        # kernel 7 + bias, guidance encoder 1 -> 16 -> 4 (32 + 68)
+        ("PAC(1,7,1)", 8 + 100),
     ],
 )
 def test_parameter_counts(label, params):
@@ -58,10 +80,20 @@ def test_parameter_counts(label, params):
 
 
 @pytest.mark.parametrize(
-    "label", ["CNN(1,7)", "CG(1,7,3)", "CNN(1,7,1,2)", "XNN(1,7,1)", "CNN(1,-7,1)", "CNN(a,7,1)"]
+    "label",
+    [
+        "CNN(1,7)",
+        "CG(1,7,3)",
+        "CNN(1,7,1,2)",
+        "XNN(1,7,1)",
+        "CNN(1,-7,1)",
+        "CNN(a,7,1)",
+        "LCN(1,7,1)",
+        "PAC(1,7)",
+    ],
 )
 def test_bad_labels(label):
-    with pytest.raises(ValueError, match="CNN|CG"):
+    with pytest.raises(ValueError, match="CNN|CG|LCN|PAC"):
         parse_label(label)
 
 
@@ -73,6 +105,9 @@ def test_bad_labels(label):
         lambda: CoordGate1d(1, 7, 3, 0),
         lambda: CoordGate1d(1, 7, 3, 2, static_input="noise"),
         lambda: build_from_label("CG-random(1,7,3,2)", size=0),
+        lambda: CNN1d(1, 7, 1, kind="ring"),
+        lambda: CNN1d(1, 7, 1, kind="local"),
+        lambda: CNN1d(1, 7, 2, kind="local", size=30),
     ],
 )
 def test_bad_options(make):
@@ -160,3 +195,36 @@ def test_coordconv_network_sees_position():
     x = torch.rand(2, 1, 31)
     shifted = torch.roll(x, 4, dims=-1)
     assert not torch.allclose(model(x)[..., 8:-8], model(shifted)[..., 12:-4])
+
+
+def test_one_layer_lcn_represents_h_but_for_its_far_off_diagonal_entries():
+    h = spatially_varying_matrix(30)
+    model = build_from_label("LCN(1,13)")
+    layer = model.convs[0]
+    offsets = torch.arange(13) - 6
+    rows = torch.arange(30)[:, None]
+    columns = rows + offsets[None, :]
+    inside = (columns >= 0) & (columns < 30)
+    with torch.no_grad():
+        layer.weight.copy_(torch.where(inside, h[rows, columns.clamp(0, 29)], 0).unsqueeze(1))
+        layer.bias.zero_()
+    band = torch.where((rows - torch.arange(30)).abs() <= 6, h, 0)
+    m = torch.rand(5, 1, 30)
+    torch.testing.assert_close(model(m), m @ band.T)
+    assert (model(m) - m @ h.T).abs().max() < 30 * 0.0012  # entries beyond +-6 taps
+    with pytest.raises(ValueError, match="spatial size"):
+        model(torch.rand(2, 1, 29))
+
+
+def test_pac_starts_near_its_cnn_twin_and_adapts_with_position():
+    torch.manual_seed(0)
+    pac = build_from_label("PAC(1,7,1)")
+    conv = torch.nn.Conv1d(1, 1, 7, padding="same")
+    with torch.no_grad():
+        conv.weight.copy_(pac.convs[0].weight.view(1, 1, 7))
+        conv.bias.copy_(pac.convs[0].bias)
+    x = torch.rand(4, 1, 30)
+    close = (pac(x) - conv(x)).abs().max()
+    with torch.no_grad():
+        pac.convs[0].guide[-1].weight.mul_(50)  # steep guidance: kernels differ by position
+    assert close < 0.05 < (pac(x) - conv(x)).abs().max()

@@ -22,7 +22,7 @@ from coordgate.report import (
     write_json,
 )
 
-__all__ = ["CSV_KEYS", "TABLE", "claims", "render_report", "write_outputs"]
+__all__ = ["ABLATION_TABLE", "CSV_KEYS", "TABLE", "claims", "render_report", "write_outputs"]
 
 Row = Mapping[str, object]
 
@@ -45,10 +45,27 @@ TABLE = (
     Column("capped_runs", "hit epoch cap", "d"),
 )
 
+ABLATION_TABLE = (
+    Column("name", "model"),
+    Column("channels", "c", "d"),
+    Column("encoder_layers", "p", "d"),
+    Column("gate_params", "gate params", "d"),
+    Column("params", "params", "d"),
+    Column("psnr_median", "PSNR median (dB)", ".2f"),
+    Column("psnr_min", "min", ".2f"),
+    Column("psnr_max", "max", ".2f"),
+    Column("epochs_median", "epochs", ".0f"),
+    Column("capped_runs", "hit epoch cap", "d"),
+)
+
 FIGURES = {
     "fig3_matrices.png": "True H beside each model's effective matrix (median-PSNR seed).",
     "fig3_psnr_vs_time.png": "PSNR vs inference time; spot area proportional to parameters.",
     "learning_curves.png": "Validation PSNR per epoch (median-PSNR seed of each model).",
+}
+GATE_SIZE_FIGURE = {
+    "gate_size.png": "Gate-size ablation: test PSNR of CG(1,13,c,p) vs the gate's parameters, "
+    "one line per number p of encoder layers, points labelled with c.",
 }
 
 
@@ -241,19 +258,131 @@ def claim_depth(rows: Sequence[Row], negligible_db: float) -> Claim:
     return Claim(title, paper, "; ".join(parts) + " (dB, medians).", _overall(verdicts))
 
 
+def _ratio(a: float, b: float, less: str, more: str) -> str:
+    """``b / a`` as "N x less" or "N x more" from a's side."""
+    return f"{b / a:.1f}x {less}" if a <= b else f"{a / b:.1f}x {more}"
+
+
+def _compare(a: Row, b: Row) -> str:
+    """``a``'s parameters, inference and training CPU time relative to ``b``'s."""
+    return (
+        f"{_ratio(a['params'], b['params'], 'fewer', 'more')} parameters, "
+        f"{_ratio(a['infer_ms'], b['infer_ms'], 'less', 'more')} inference time, "
+        f"{_ratio(a['train_cpu_s'], b['train_cpu_s'], 'less', 'more')} training CPU time"
+    )
+
+
+def claim_lcn(rows: Sequence[Row], negligible_db: float) -> Claim:
+    """(6) a one-layer CG matches an LCN's accuracy with fewer parameters and less time."""
+    title = "CoordGate matches a locally-connected network with fewer parameters and less time"
+    paper = (
+        "Locally-connected networks need far more parameters, tend to overfit and run slowly "
+        "(§II); CoordGate gives a spatially-varying convolution at the cost of a convolution "
+        "and a gate."
+    )
+    lcns = [r for r in rows if r["family"] == "lcn"]
+    cgs = [r for r in rows if r["family"] == "cg" and r["layers"] == 1]
+    if not lcns or not cgs:
+        return _missing(title, paper, "an LCN(L,k) and a CG(1,k,c,p)")
+    lcn = max(lcns, key=lambda r: r["psnr_median"])
+    matching = [r for r in cgs if r["psnr_median"] >= lcn["psnr_median"] - negligible_db]
+    cg = (
+        min(matching, key=lambda r: r["params"])
+        if matching
+        else max(cgs, key=lambda r: r["psnr_median"])
+    )
+    cheaper = cg["params"] < lcn["params"] and cg["infer_ms"] < lcn["infer_ms"]
+    evidence = (
+        f"the best LCN is {_fmt(lcn)} with {lcn['params']} parameters; "
+        + ("the cheapest CG within " if matching else "no CG comes within ")
+        + f"{negligible_db:g} dB of it"
+        + (" is " if matching else "; the best CG is ")
+        + f"{_fmt(cg)} ({cg['psnr_median'] - lcn['psnr_median']:+.2f} dB) with "
+        f"{_compare(cg, lcn)} than the LCN. "
+        + "".join(
+            f"{_fmt(r)}: {r['params']} parameters, {r['infer_ms']:.3f} ms. "
+            for r in lcns
+            if r is not lcn
+        )
+        + "Here H is itself a one-layer locally-connected operator on a frame of a few dozen "
+        "samples, the LCN's best case; its parameters grow with the number of positions "
+        "(the layer benchmark in benchmarks/results/layers.json measures 2D layers)"
+    )
+    if matching and cheaper:
+        verdict = "supported"
+    elif matching or cheaper:
+        verdict = "partly supported"
+    else:
+        verdict = "not supported"
+    return Claim(title, paper, evidence + ".", verdict)
+
+
+def claim_pac(rows: Sequence[Row], negligible_db: float) -> Claim:
+    """(7) PAC's fixed pairwise form limits it: a one-layer CG beats every PAC, faster."""
+    title = "Pixel-adaptive convolution's fixed pairwise form limits it"
+    paper = (
+        "PAC adapts a shared kernel with a fixed Gaussian of guidance-feature differences, "
+        "which limits what it can express, and it cannot use fast convolution kernels (§II)."
+    )
+    pacs = [r for r in rows if r["family"] == "pac"]
+    cgs = [r for r in rows if r["family"] == "cg" and r["layers"] == 1]
+    if not pacs or not cgs:
+        return _missing(title, paper, "a PAC(L,k,c) and a CG(1,k,c,p)")
+    cnns = {_conv_key(r): r for r in rows if r["family"] == "cnn"}
+    best_pac = max(pacs, key=lambda r: r["psnr_median"])
+    cg = max(cgs, key=lambda r: r["psnr_median"])
+    margin = cg["psnr_median"] - best_pac["psnr_median"]
+    twins = [
+        f"{r['name']} vs {cnns[_conv_key(r)]['name']}: "
+        f"{r['psnr_median'] - cnns[_conv_key(r)]['psnr_median']:+.2f} dB at "
+        f"{r['infer_ms'] / cnns[_conv_key(r)]['infer_ms']:.1f}x its inference time"
+        for r in pacs
+        if _conv_key(r) in cnns
+    ]
+    evidence = (
+        f"the best PAC is {_fmt(best_pac)}; the best one-layer CG, {_fmt(cg)}, is "
+        f"{margin:+.2f} dB from it with {_compare(cg, best_pac)}"
+        + (". Against the CNN of the same shape: " + "; ".join(twins) if twins else "")
+    )
+    faster = cg["infer_ms"] < best_pac["infer_ms"]
+    if margin > negligible_db and faster:
+        verdict = "supported"
+    elif margin > negligible_db or (faster and margin > -negligible_db):
+        verdict = "partly supported"
+    else:
+        verdict = "not supported"
+    return Claim(title, paper, evidence + ".", verdict)
+
+
 def claims(rows: Sequence[Row], negligible_db: float) -> list[Claim]:
-    """The claims of §IV.A, in the order of the issue (the last one is the Fig. 3 trend)."""
-    checks = (claim_coordgate, claim_coordconv, claim_random_input, claim_channels, claim_depth)
+    """The claims of §IV.A, in the order of the issue (the fifth is the Fig. 3 trend), then
+    the comparisons with the other spatially-varying methods of §II (LCN, PAC)."""
+    checks = (
+        claim_coordgate,
+        claim_coordconv,
+        claim_random_input,
+        claim_channels,
+        claim_depth,
+        claim_lcn,
+        claim_pac,
+    )
     return [check(rows, negligible_db) for check in checks]
 
 
 def _kernel_notes(rows: Sequence[Row]) -> list[str]:
-    by_name = {r["name"]: r for r in rows}
+    def twin_key(row: Row, kernel: int) -> tuple:
+        return (
+            row["family"],
+            kernel,
+            *(row.get(k) for k in ("layers", "channels", "encoder_layers")),
+        )
+
+    by_shape = {twin_key(r, r["kernel"]): r for r in rows}
     notes = []
     for row in rows:
         if row["kernel"] != 7:
             continue
-        wide = by_name.get(row["name"].replace(",7,", ",13,", 1))
+        wide = by_shape.get(twin_key(row, 13))
         if wide is not None:
             notes.append(
                 f"- {wide['name']} vs {row['name']}: "
@@ -283,6 +412,36 @@ def _health(rows: Sequence[Row], failed_db: float) -> list[str]:
     return lines or ["- Every run trained (none failed, diverged or hit the epoch cap)."]
 
 
+def _gate_size_notes(rows: Sequence[Row], negligible_db: float) -> list[str]:
+    """What the gate-size ablation shows, in numbers."""
+    if not rows:
+        return ["- No gate-size ablation in this preset."]
+    best = max(rows, key=lambda r: r["psnr_median"])
+    small = min(
+        (r for r in rows if r["psnr_median"] >= best["psnr_median"] - negligible_db),
+        key=lambda r: r["gate_params"],
+    )
+    lines = [
+        f"- Best: {_fmt(best)} with a gate of {best['gate_params']} parameters; "
+        + (
+            f"no smaller gate comes within {negligible_db:g} dB of it."
+            if small is best
+            else f"the smallest gate within {negligible_db:g} dB of it: {small['name']} "
+            f"({small['psnr_median']:.2f} dB, {small['gate_params']} gate parameters)."
+        )
+    ]
+    for p in sorted({r["encoder_layers"] for r in rows}):
+        line = sorted((r for r in rows if r["encoder_layers"] == p), key=lambda r: r["channels"])
+        rising = all(b["psnr_median"] > a["psnr_median"] for a, b in zip(line, line[1:]))
+        lines.append(
+            f"- p = {p}: "
+            + ", ".join(f"c = {r['channels']}: {r['psnr_median']:.2f}" for r in line)
+            + " dB"
+            + ("; PSNR rises with every added channel." if rising and len(line) > 1 else ".")
+        )
+    return lines
+
+
 def _timing(result: Mapping[str, object]) -> str:
     workers = result["workers"]
     reused = result["resumed_runs"]
@@ -297,9 +456,11 @@ def _timing(result: Mapping[str, object]) -> str:
 
 
 def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str:
-    """report.md: preset, machine, setup, figures, claims with verdicts, table."""
+    """report.md: preset, machine, setup, figures, claims with verdicts, tables."""
     config, rows = result["config"], result["models"]
     criteria = result["criteria"]
+    ablation = result["ablation"]
+    captions = {**FIGURES, **GATE_SIZE_FIGURE}
     verdicts = ", ".join(f"({i}) {c.verdict}" for i, c in enumerate(checked, 1))
     lines = [
         "# §IV.A reproduced: learning a 1D spatially-varying convolution",
@@ -326,6 +487,13 @@ def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str
         "(GELU between, gate starting at one), a 1x1 convolution to one channel; "
         "CG-random = CG whose encoder reads one fixed U(-1,1) number per position (seeded by "
         "the run's seed) instead of the coordinate.",
+        "- Baselines (§II): PAC(L,k,c) = CNN(L,k,c) whose convolutions are pixel-adaptive "
+        "(Su et al. 2019): the shared kernel times exp(-|f_i - f_j|^2 / 2) of guidance features "
+        "f = g(C) that a pixel-wise MLP learns from the coordinate (raw coordinates would give "
+        "the same weights at every position), starting close to a plain convolution; "
+        "LCN(L,k) = L locally-connected layers of kernel k with one channel: every output "
+        "sample has its own kernel and bias (LCN(1,13) can represent H but for entries more "
+        "than 6 samples off the diagonal, at most 0.11 % of the peak).",
         "- PSNR = 10 log10(1 / MSE) on the test split; median and range over seeds. "
         f"Inference: one forward pass of a batch of {config['infer_batch']}, median of "
         f"{config['infer_repeats']} repeats, all models in the same run, one thread.",
@@ -335,7 +503,7 @@ def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str
         "",
         "## Figures",
         "",
-        *(f"![{text}]({name})\n\n{text}\n" for name, text in FIGURES.items()),
+        *(f"![{captions[name]}]({name})\n\n{captions[name]}\n" for name in result["figures"]),
         "## Claims",
         "",
         "Verdict rules (PSNR medians over seeds):",
@@ -351,6 +519,12 @@ def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str
         "coordinates add over a single convolution CNN(1,k,1); partly when it falls short of "
         f"its coordinate twin by more than {criteria['negligible_db']:g} dB.",
         "- (5) supported when the median rises with every added layer.",
+        f"- (6) supported when a one-layer CG comes within {criteria['negligible_db']:g} dB of "
+        "the best LCN (or beats it) with fewer parameters and less inference time; partly "
+        "when only one of the two holds.",
+        f"- (7) supported when the best one-layer CG beats the best PAC by more than "
+        f"{criteria['negligible_db']:g} dB with less inference time; partly when it only wins "
+        "on PSNR, or is only faster without losing more than that.",
         "",
         claims_markdown(checked),
         "",
@@ -362,12 +536,27 @@ def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str
         "",
         *(_kernel_notes(rows) or ["- No model pairs differing only in k = 7 vs 13."]),
         "",
+        "## Gate size (supplement): CG(1,13,c,p)",
+        "",
+        f"Seeds {ablation['seeds']} for every cell (fewer than the main table's, to keep the "
+        "study's time in bounds; cells also in the main table use these seeds here too). "
+        "Gate parameters: the CoordGate's encoder (p layers of c nodes on one coordinate). "
+        "With p = 1 the encoder is one linear layer, so the gate is affine in the coordinate "
+        "and any c >= 2 spans the same models: a convolution plus the coordinate times another.",
+        "",
+        *_gate_size_notes(ablation["models"], criteria["negligible_db"]),
+        "",
         "## Closing note",
         "",
         f"Verdicts: {verdicts}. The numbers behind them:",
         "",
         markdown_table(rows, TABLE),
         "",
+        *(
+            ["Gate-size ablation:", "", markdown_table(ablation["models"], ABLATION_TABLE), ""]
+            if ablation["models"]
+            else []
+        ),
     ]
     return "\n".join(lines)
 
@@ -383,7 +572,12 @@ def write_outputs(
 
     ``matrices`` and ``median_runs`` (records with ``psnr`` and ``val_loss``) belong to each
     model's median-PSNR run."""
-    from coordgate.plots.conv1d import plot_learning_curves, plot_matrices, plot_psnr_vs_time
+    from coordgate.plots.conv1d import (
+        plot_gate_size,
+        plot_learning_curves,
+        plot_matrices,
+        plot_psnr_vs_time,
+    )
 
     rows = result["models"]
     psnr = {label: run["psnr"] for label, run in median_runs.items()}
@@ -393,8 +587,11 @@ def write_outputs(
     plot_learning_curves(
         curves, {r["name"]: r["family"] for r in rows}, out / "learning_curves.png"
     )
-    checked = claims(rows, result["criteria"]["negligible_db"])
     result["figures"] = list(FIGURES)
+    if result["ablation"]["models"]:
+        plot_gate_size(result["ablation"]["models"], out / "gate_size.png")
+        result["figures"] += list(GATE_SIZE_FIGURE)
+    checked = claims(rows, result["criteria"]["negligible_db"])
     result["claims"] = [
         {"title": c.title, "verdict": c.verdict, "evidence": c.evidence} for c in checked
     ]

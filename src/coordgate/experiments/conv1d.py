@@ -1,11 +1,13 @@
-"""Learn a 1D spatially-varying convolution: CNN vs CoordConv vs CoordGate (paper §IV.A, Fig. 3).
+"""Learn a 1D spatially-varying convolution: CNN vs CoordConv vs CoordGate (paper §IV.A, Fig. 3),
+with pixel-adaptive (PAC) and locally-connected (LCN) networks as baselines and the
+supplement's gate-size ablation CG(1,13,c,p).
 
 Trains every model of the preset on n = H m (Eq. 5, interpretation in
 ``_varying_conv1d``) for several seeds and writes, under ``--out``: ``results.json``,
 ``results.csv``, the Fig. 3 figures (true H beside each model's effective matrix; PSNR vs
-inference time, spot size proportional to parameters; learning curves) and ``report.md``,
-which checks the claims of §IV.A against our numbers. Finished runs are kept in
-``OUT/runs/`` so an interrupted study resumes where it stopped.
+inference time, spot size proportional to parameters; learning curves), the gate-size
+figure and ``report.md``, which checks the claims of §IV.A against our numbers. Finished
+runs are kept in ``OUT/runs/`` so an interrupted study resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -51,15 +53,28 @@ EXTRA_MODELS = (
     "CG(1,13,8,3)",
     "CG-random(1,13,3,3)",
 )
+# The other spatially-varying methods of §II: PAC twins of CNN(1,13,1) and CNN(3,7,4), and
+# locally-connected networks (LCN(1,13) can represent H to 0.11 % of its peak; k = 7
+# truncates its sigma = 2 rows).
+BASELINE_MODELS = ("PAC(1,13,1)", "PAC(3,7,4)", "LCN(1,7)", "LCN(1,13)")
+# The supplement's gate-size ablation: c channels and p encoder layers of CG(1,13,c,p).
+GATE_SIZE_MODELS = tuple(f"CG(1,13,{c},{p})" for c in (3, 4, 8, 16) for p in (1, 2, 3))
 
 
 @dataclass(frozen=True)
 class Preset:
-    """What a study trains and how: models (paper labels), data and training budget."""
+    """What a study trains and how: models (paper labels), data and training budget.
+
+    ``ablation``: CG models of the gate-size ablation, trained with the first
+    ``ablation_seeds`` seeds (fewer than ``seeds`` keeps the study's time in bounds) and
+    reported in their own table and figure; those also in ``models`` reuse its runs.
+    """
 
     name: str
     models: tuple[str, ...]
     seeds: int
+    ablation: tuple[str, ...] = ()
+    ablation_seeds: int = 1
     samples: int = 10_000
     size: int = 30
     data_seed: int = 0
@@ -82,7 +97,13 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset("full", FIG3_MODELS + EXTRA_MODELS, seeds=3),
+    "full": Preset(
+        "full",
+        FIG3_MODELS + EXTRA_MODELS + BASELINE_MODELS,
+        seeds=3,
+        ablation=GATE_SIZE_MODELS,
+        ablation_seeds=1,
+    ),
     # The full settings with fewer models, one seed and a 30-epoch cap: enough for
     # CoordGate to pass its symmetry-breaking plateau, too short for anyone to converge.
     "quick": Preset(
@@ -94,8 +115,11 @@ PRESETS = {
             "CCNN(4,7,4)",
             "CG(1,13,8,3)",
             "CG-random(1,13,8,3)",
+            "PAC(1,13,1)",
+            "LCN(1,13)",
         ),
         seeds=1,
+        ablation=("CG(1,13,3,1)", "CG(1,13,3,3)", "CG(1,13,8,1)", "CG(1,13,8,3)"),
         max_epochs=30,
         infer_repeats=20,
     ),
@@ -117,7 +141,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models",
         nargs="+",
         metavar="LABEL",
-        help="models to train instead of the preset's, e.g. 'CNN(4,7,4)' 'CG(1,13,8,3)'",
+        help="models to train instead of the preset's, e.g. 'CNN(4,7,4)' 'CG(1,13,8,3)' "
+        "(without the gate-size ablation)",
+    )
+    parser.add_argument(
+        "--ablation-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seeds per model of the gate-size ablation (0 skips it; default: the preset's)",
     )
     parser.add_argument(
         "--workers",
@@ -133,7 +165,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     preset = PRESETS["quick" if args.quick else "full"]
     if args.models:
-        preset = dataclasses.replace(preset, models=tuple(args.models))
+        preset = dataclasses.replace(preset, models=tuple(args.models), ablation=())
+    if args.ablation_seeds is not None:
+        preset = dataclasses.replace(preset, ablation_seeds=args.ablation_seeds)
     result = run_study(preset, args.out, seeds=args.seeds, workers=args.workers, fresh=args.fresh)
     for row in result["models"]:
         print(
@@ -165,7 +199,11 @@ def _dataset(samples: int, size: int, seed: int) -> Conv1dData:
 
 def _build(label: str, preset: Preset, seed: int) -> torch.nn.Module:
     name, _ = parse_label(label)
-    extra = dict(size=preset.size, seed=seed) if name == "cg1d-random" else {}
+    # Models with weights or inputs tied to positions are built for the preset's frame.
+    extra = {
+        "cg1d-random": dict(size=preset.size, seed=seed),
+        "lcn1d": dict(size=preset.size),
+    }.get(name, {})
     return build_from_label(label, **extra)
 
 
@@ -221,13 +259,17 @@ def _cached(path: Path, preset: Preset) -> dict[str, object] | None:
 
 
 def _train_all(
-    preset: Preset, seeds: int, runs: Path, workers: int, fresh: bool, progress: bool
+    preset: Preset,
+    jobs: Sequence[tuple[str, int]],
+    runs: Path,
+    workers: int,
+    fresh: bool,
+    progress: bool,
 ) -> tuple[list[dict[str, object]], int]:
-    """Train (or load from ``runs``) every (model, seed), saving each as it finishes.
+    """Train (or load from ``runs``) every (model, seed) job, saving each as it finishes.
 
-    Returns the records in (model, seed) order and how many were loaded, not trained."""
+    Returns the records in the order of ``jobs`` and how many were loaded, not trained."""
     runs.mkdir(parents=True, exist_ok=True)
-    jobs = [(label, seed) for label in preset.models for seed in range(seeds)]
     records = {}
     for job in jobs:
         cached = None if fresh else _cached(_run_path(runs, *job), preset)
@@ -295,12 +337,12 @@ def _median_run(runs: Sequence[dict[str, object]]) -> dict[str, object]:
 
 
 def _summarise(
-    preset: Preset, records: list[dict[str, object]]
+    preset: Preset, labels: Sequence[str], records: list[dict[str, object]]
 ) -> tuple[list[dict[str, object]], dict[str, dict[str, object]]]:
-    """One row per model (PSNR median and range over seeds, ...) and its median-PSNR run
-    (the lower middle one for an even number of seeds)."""
+    """One row per model of ``labels`` (PSNR median and range over its runs in
+    ``records``, ...) and its median-PSNR run (the lower middle one for an even number)."""
     rows, median_runs = [], {}
-    for label in preset.models:
+    for label in labels:
         runs = [r for r in records if r["label"] == label]
         psnrs = [r["psnr"] for r in runs]
         best = max(psnrs)
@@ -332,6 +374,40 @@ def _summarise(
 # ---------------------------------------------------------------------------- the study
 
 
+def _positive(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _plan(
+    preset: Preset, seeds: int, workers: int
+) -> tuple[list[tuple[str, int]], tuple[str, ...], int]:
+    """Validate a study's settings before any training: returns the (model, seed) jobs,
+    the ablation models and the seeds they use."""
+    _positive(seeds, "seeds")
+    _positive(workers, "workers")
+    ablation_seeds = min(_positive(preset.ablation_seeds, "ablation_seeds", 0), seeds)
+    ablation = preset.ablation if ablation_seeds else ()
+    if not preset.models:
+        raise ValueError("the preset names no models")
+    for labels, what in ((preset.models, "models"), (ablation, "ablation models")):
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{what} must be distinct, got {list(labels)}")
+    for label in preset.models + ablation:
+        model = _build(label, preset, 0)  # a bad label or option fails here
+        if label in ablation and not isinstance(getattr(model, "gate", None), torch.nn.Module):
+            raise ValueError(f"the gate-size ablation takes CG(L,k,c,p) models, got {label!r}")
+    jobs = [(label, seed) for label in preset.models for seed in range(seeds)]
+    jobs += [
+        (label, seed)
+        for label in ablation
+        if label not in preset.models
+        for seed in range(ablation_seeds)
+    ]
+    return jobs, ablation, ablation_seeds
+
+
 def run_study(
     preset: Preset,
     out: str | Path,
@@ -346,22 +422,18 @@ def run_study(
     from coordgate.provenance import environment
 
     seeds = preset.seeds if seeds is None else seeds
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if not preset.models:
-        raise ValueError("the preset names no models")
-    if len(set(preset.models)) != len(preset.models):
-        raise ValueError(f"models must be distinct, got {list(preset.models)}")
-    for label in preset.models:
-        _build(label, preset, 0)  # a bad label or option fails here, before any training
+    jobs, ablation, ablation_seeds = _plan(preset, seeds, workers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with _torch_threads(1):
-        records, resumed = _train_all(preset, seeds, out / "runs", workers, fresh, progress)
-        rows, median_runs = _summarise(preset, records)
+        records, resumed = _train_all(preset, jobs, out / "runs", workers, fresh, progress)
+        rows, median_runs = _summarise(preset, preset.models, records)
+        ablation_rows, _ = _summarise(
+            preset, ablation, [r for r in records if r["seed"] < ablation_seeds]
+        )
+        for row in ablation_rows:
+            row["gate_params"] = count_parameters(_build(row["name"], preset, 0).gate)
         models = {}
         for label, chosen in median_runs.items():
             models[label] = _build(label, preset, chosen["seed"])
@@ -387,6 +459,10 @@ def run_study(
         "workers": workers,
         "resumed_runs": resumed,
         "models": rows,
+        "ablation": {
+            "seeds": list(range(ablation_seeds if ablation else 0)),
+            "models": ablation_rows,
+        },
     }
     write_outputs(out, result, data.matrix, matrices, median_runs)
     return result

@@ -1,16 +1,24 @@
-"""The 1D model family of paper §IV.A: CNN(L,k,c), CCNN(L,k,c) and CG(L,k,c,p).
+"""The 1D model family of paper §IV.A: CNN(L,k,c), CCNN(L,k,c) and CG(L,k,c,p), with the
+other spatially-varying methods of §II as baselines: PAC(L,k,c) and LCN(L,k).
 
 - CNN(L,k,c): L convolutions of kernel k ('same' zero padding), c channels except the last
   which has one, ReLU between layers.
 - CCNN(L,k,c): the same with every convolution a CoordConv (a coordinate channel appended).
+- PAC(L,k,c): the same with every convolution a pixel-adaptive convolution guided by
+  learned features of the coordinates.
+- LCN(L,k): L locally-connected layers of kernel k, one channel: every output sample has
+  its own kernel over a frame of ``size`` samples. LCN(1,13) can represent the study's
+  matrix H but for its entries more than 6 samples off the diagonal (at most 0.11 % of the
+  peak).
 - CG(L,k,c,p): a convolutional block of L layers with c channels (ReLU between), a CoordGate
   whose coordinate encoder has p fully-connected layers of c nodes, then a 1x1 convolution
   to one channel.
 - The random-static-input ablation of CG: the encoder reads a fixed U(-1, 1) random number
   per position instead of the coordinate (the paper reports it does not converge).
 
-Registered as ``cnn1d``, ``ccnn1d``, ``cg1d`` and ``cg1d-random``; every model has a
-``label`` in the paper's notation (e.g. ``"CG(1,13,8,3)"``) and a ``family``.
+Registered as ``cnn1d``, ``ccnn1d``, ``pac1d``, ``lcn1d``, ``cg1d`` and ``cg1d-random``;
+every model has a ``label`` in the paper's notation (e.g. ``"CG(1,13,8,3)"``) and a
+``family``.
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from coordgate.layers import CoordConv, CoordGate
+from coordgate.layers import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
 from coordgate.layers.coords import resolve_frame
 from coordgate.layers.shapes import check_features
 from coordgate.models.registry import build_model, register_model
 
 __all__ = [
+    "CONV_KINDS",
     "CNN1d",
     "CoordGate1d",
     "RandomInputGate",
@@ -36,6 +45,8 @@ __all__ = [
 ]
 
 STATIC_INPUTS = ("coords", "random")
+# The convolution of each CNN1d kind, and the family (label prefix, lower case) it makes.
+CONV_KINDS = {"conv": "cnn", "coordconv": "ccnn", "pac": "pac", "local": "lcn"}
 
 
 def _check_positive(**values: int) -> None:
@@ -45,15 +56,23 @@ def _check_positive(**values: int) -> None:
 
 
 def _conv_block(
-    layers: int, kernel: int, channels: int, out_channels: int, coord_conv: bool
+    layers: int,
+    kernel: int,
+    channels: int,
+    out_channels: int,
+    kind: str = "conv",
+    size: int | None = None,
 ) -> nn.ModuleList:
-    """``layers`` 'same'-padded convolutions 1 -> channels -> ... -> out_channels."""
+    """``layers`` 'same'-padded convolutions of ``kind`` 1 -> channels -> ... -> out_channels
+    (``size``: the frame of a locally-connected block)."""
     widths = [1] + [channels] * (layers - 1) + [out_channels]
-    if coord_conv:
-        return nn.ModuleList(CoordConv(a, b, kernel, dim=1) for a, b in zip(widths, widths[1:]))
-    return nn.ModuleList(
-        nn.Conv1d(a, b, kernel, padding="same") for a, b in zip(widths, widths[1:])
-    )
+    make = {
+        "conv": lambda a, b: nn.Conv1d(a, b, kernel, padding="same"),
+        "coordconv": lambda a, b: CoordConv(a, b, kernel, dim=1),
+        "pac": lambda a, b: PixelAdaptiveConv(a, b, kernel, dim=1),
+        "local": lambda a, b: LocallyConnected(a, b, kernel, (size,), dim=1),
+    }[kind]
+    return nn.ModuleList(make(a, b) for a, b in zip(widths, widths[1:]))
 
 
 def _run_block(block: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
@@ -63,21 +82,37 @@ def _run_block(block: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
 
 
 class CNN1d(nn.Module):
-    """CNN(L,k,c) or, with ``coord_conv=True``, CCNN(L,k,c).
+    """CNN(L,k,c), or with ``kind`` CCNN(L,k,c) (``"coordconv"``), PAC(L,k,c) (``"pac"``)
+    or LCN(L,k) (``"local"``: one channel, weights for a frame of ``size`` samples).
 
     x: (N, 1, L) -> (N, 1, L)
     """
 
-    def __init__(self, layers: int, kernel: int, channels: int, *, coord_conv: bool = False):
+    def __init__(
+        self,
+        layers: int,
+        kernel: int,
+        channels: int,
+        *,
+        kind: str = "conv",
+        size: int | None = None,
+    ):
         super().__init__()
         _check_positive(layers=layers, kernel=kernel, channels=channels)
+        if kind not in CONV_KINDS:
+            raise ValueError(f"kind must be one of {tuple(CONV_KINDS)}, got {kind!r}")
+        if kind == "local":
+            _check_positive(size=size)
+            if channels != 1:
+                raise ValueError(f"LCN(L,k) has one channel, got channels={channels}")
         self.layers, self.kernel, self.channels = layers, kernel, channels
-        self.family = "ccnn" if coord_conv else "cnn"
-        self.convs = _conv_block(layers, kernel, channels, 1, coord_conv)
+        self.family = CONV_KINDS[kind]
+        self.convs = _conv_block(layers, kernel, channels, 1, kind, size)
 
     @property
     def label(self) -> str:
-        return f"{self.family.upper()}({self.layers},{self.kernel},{self.channels})"
+        numbers = (self.layers, self.kernel) + (() if self.family == "lcn" else (self.channels,))
+        return f"{self.family.upper()}({','.join(map(str, numbers))})"
 
     def extra_repr(self) -> str:
         return self.label
@@ -151,7 +186,7 @@ class CoordGate1d(nn.Module):
         self.layers, self.kernel, self.channels = layers, kernel, channels
         self.encoder_layers, self.static_input = encoder_layers, static_input
         self.family = "cg" if static_input == "coords" else "cg-random"
-        self.convs = _conv_block(layers, kernel, channels, channels, coord_conv=False)
+        self.convs = _conv_block(layers, kernel, channels, channels)
         encoder = dict(hidden=channels, layers=encoder_layers)
         self.gate = (
             CoordGate(channels, dim=1, **encoder)
@@ -180,7 +215,25 @@ def build_cnn1d(*, layers: int = 1, kernel: int = 7, channels: int = 1) -> CNN1d
 
 @register_model("ccnn1d", "CCNN(L,k,c) of paper §IV.A (CoordConv layers): layers, kernel, channels")
 def build_ccnn1d(*, layers: int = 4, kernel: int = 7, channels: int = 4) -> CNN1d:
-    return CNN1d(layers, kernel, channels, coord_conv=True)
+    return CNN1d(layers, kernel, channels, kind="coordconv")
+
+
+@register_model(
+    "pac1d",
+    "PAC(L,k,c): CNN(L,k,c) of pixel-adaptive convolutions guided by learned coordinate "
+    "features (Su et al. 2019): layers, kernel, channels",
+)
+def build_pac1d(*, layers: int = 1, kernel: int = 13, channels: int = 1) -> CNN1d:
+    return CNN1d(layers, kernel, channels, kind="pac")
+
+
+@register_model(
+    "lcn1d",
+    "LCN(L,k): L locally-connected layers of kernel k, one channel, over a frame of size "
+    "samples: layers, kernel, size",
+)
+def build_lcn1d(*, layers: int = 1, kernel: int = 13, size: int = 30) -> CNN1d:
+    return CNN1d(layers, kernel, 1, kind="local", size=size)
 
 
 @register_model("cg1d", "CG(L,k,c,p) of paper §IV.A: layers, kernel, channels, encoder_layers")
@@ -209,10 +262,12 @@ def build_cg1d_random(
     )
 
 
-_LABEL = re.compile(r"^(CNN|CCNN|CG|CG-random)\((\d+(?:,\d+)*)\)$")
+_LABEL = re.compile(r"^(CNN|CCNN|PAC|LCN|CG|CG-random)\((\d+(?:,\d+)*)\)$")
 _FAMILIES = {
     "CNN": ("cnn1d", ("layers", "kernel", "channels")),
     "CCNN": ("ccnn1d", ("layers", "kernel", "channels")),
+    "PAC": ("pac1d", ("layers", "kernel", "channels")),
+    "LCN": ("lcn1d", ("layers", "kernel")),
     "CG": ("cg1d", ("layers", "kernel", "channels", "encoder_layers")),
     "CG-random": ("cg1d-random", ("layers", "kernel", "channels", "encoder_layers")),
 }
@@ -221,12 +276,12 @@ _FAMILIES = {
 def parse_label(label: str) -> tuple[str, dict[str, int]]:
     """``"CG(1,13,8,3)"`` -> ``("cg1d", {"layers": 1, "kernel": 13, ...})``: the registry
     name and options of a model given in the paper's notation (also ``CNN(L,k,c)``,
-    ``CCNN(L,k,c)`` and ``CG-random(L,k,c,p)``)."""
+    ``CCNN(L,k,c)``, ``PAC(L,k,c)``, ``LCN(L,k)`` and ``CG-random(L,k,c,p)``)."""
     match = _LABEL.match(label.replace(" ", ""))
     if match is None:
         raise ValueError(
-            "model label must read CNN(L,k,c), CCNN(L,k,c), CG(L,k,c,p) or "
-            f"CG-random(L,k,c,p) with positive integers, got {label!r}"
+            "model label must read CNN(L,k,c), CCNN(L,k,c), PAC(L,k,c), LCN(L,k), CG(L,k,c,p) "
+            f"or CG-random(L,k,c,p) with positive integers, got {label!r}"
         )
     name, keys = _FAMILIES[match.group(1)]
     values = [int(v) for v in match.group(2).split(",")]
@@ -239,6 +294,6 @@ def parse_label(label: str) -> tuple[str, dict[str, int]]:
 
 def build_from_label(label: str, **options) -> nn.Module:
     """Build the model a paper-style ``label`` names; ``options`` (e.g. ``seed``, ``size``
-    of the random-input ablation) are passed on to its builder."""
+    of the random-input ablation, ``size`` of an LCN) are passed on to its builder."""
     name, values = parse_label(label)
     return build_model(name, **values, **options)

@@ -1,4 +1,5 @@
-"""Figures of the 1D study (paper Fig. 3): effective matrices, PSNR vs inference time."""
+"""Figures of the 1D study (paper Fig. 3): effective matrices, PSNR vs inference time,
+learning curves, and PSNR vs gate size for the supplement's ablation."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ from matplotlib import colormaps
 
 from coordgate.plots.common import FONT_SIZE, image_panel, new_figure, save_figure, to_numpy
 
-__all__ = ["FAMILY_COLOURS", "plot_learning_curves", "plot_matrices", "plot_psnr_vs_time"]
+__all__ = [
+    "FAMILY_COLOURS",
+    "plot_gate_size",
+    "plot_learning_curves",
+    "plot_matrices",
+    "plot_psnr_vs_time",
+]
 
 FAMILY_COLOURS = {
     "cnn": "tab:blue",
     "ccnn": "tab:orange",
     "cg": "tab:green",
     "cg-random": "tab:red",
+    "pac": "tab:purple",
+    "lcn": "tab:brown",
 }
 
 
@@ -120,4 +129,35 @@ def plot_learning_curves(
     ax.tick_params(labelsize=FONT_SIZE)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=FONT_SIZE - 2, ncol=2, loc="lower right")
+    return save_figure(figure, path)
+
+
+def plot_gate_size(rows: Sequence[Mapping[str, object]], path: str | Path) -> Path:
+    """Median test PSNR (bars: seed range) of CG(L,k,c,p) models against their gate's
+    parameter count, one line per number of encoder layers p, points labelled with c."""
+    figure = new_figure(6.4, 4.2)
+    ax = figure.subplots()
+    for p in sorted({int(r["encoder_layers"]) for r in rows}):
+        line = sorted((r for r in rows if r["encoder_layers"] == p), key=lambda r: r["gate_params"])
+        x = [r["gate_params"] for r in line]
+        y = [r["psnr_median"] for r in line]
+        spread = [
+            [r["psnr_median"] - r["psnr_min"] for r in line],
+            [r["psnr_max"] - r["psnr_median"] for r in line],
+        ]
+        ax.errorbar(x, y, yerr=spread, marker="o", ms=4, lw=1, capsize=2, label=f"p = {p}")
+        for r in line:
+            ax.annotate(
+                f"c={r['channels']}",
+                (r["gate_params"], r["psnr_median"]),
+                xytext=(4, -10),
+                textcoords="offset points",
+                fontsize=FONT_SIZE - 2,
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("gate parameters (coordinate encoder)", fontsize=FONT_SIZE)
+    ax.set_ylabel("test PSNR (dB, median of seeds)", fontsize=FONT_SIZE)
+    ax.tick_params(labelsize=FONT_SIZE)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=FONT_SIZE, title="encoder layers", title_fontsize=FONT_SIZE - 1)
     return save_figure(figure, path)
