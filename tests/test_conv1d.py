@@ -262,6 +262,9 @@ def test_cli_rejects_a_bad_model_cleanly(tmp_path, capsys):
     assert code == 2
     assert "layers must be a positive integer" in capsys.readouterr().err
     assert main(["reproduce", "conv1d", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    bad_ablation = ["--ablation-seeds", "-1", "--out", str(tmp_path)]
+    assert main(["reproduce", "conv1d", "--quick", *bad_ablation]) == 2
+    assert "ablation_seeds must be an integer >= 0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- claims
