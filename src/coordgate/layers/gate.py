@@ -23,7 +23,7 @@ from coordgate.layers.coords import (
 )
 from coordgate.layers.shapes import check_dim, check_features
 
-__all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder"]
+__all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder", "encode_pixels"]
 
 GATE_MODES = ("mlp", "map", "lowres")
 # The eval-mode gate cache keeps the most recently used gates within both bounds.
@@ -44,6 +44,12 @@ def coordinate_encoder(
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         modules += [nn.Linear(a, b)] + ([activation()] if i < layers - 1 else [])
     return nn.Sequential(*modules)
+
+
+def encode_pixels(encoder: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Apply a pixel-wise ``encoder`` to static inputs (F_in, *size) -> (F_out, *size)."""
+    flat = encoder(inputs.reshape(inputs.shape[0], -1).transpose(0, 1))
+    return flat.transpose(0, 1).reshape(flat.shape[1], *inputs.shape[1:])
 
 
 def _keys_kernel(t: torch.Tensor) -> torch.Tensor:
@@ -168,9 +174,7 @@ class CoordGate(nn.Module):
             return self._crop_map(size, origin_t, full_t).to(dtype)
         frame = dict(origin=origin_t, full_size=full_t, device=device, dtype=dtype)
         if self.mode == "mlp":
-            coords = coordinate_grid(size, **frame)
-            flat = coords.reshape(self.dim, -1).transpose(0, 1)
-            return self.encoder(flat).transpose(0, 1).reshape(self.channels, *size)
+            return encode_pixels(self.encoder, coordinate_grid(size, **frame))
         out = self.map.to(dtype)
         for a, coords in enumerate(axis_coordinates(size, **frame)):
             w = cubic_weights(coords, self.grid)  # (size[a], grid)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coordgate.layers.coords import coordinate_grid, per_sample_origins
-from coordgate.layers.gate import coordinate_encoder
+from coordgate.layers.gate import coordinate_encoder, encode_pixels
 from coordgate.layers.local import valid_patches
 from coordgate.layers.shapes import check_dim, check_features, same_padding
 
@@ -100,8 +100,7 @@ class PixelAdaptiveConv(nn.Module):
         coords = coordinate_grid(
             size, origin=origin, full_size=full_size, device=device, dtype=dtype
         )
-        flat = self.guide(coords.reshape(self.dim, -1).transpose(0, 1))
-        return flat.transpose(0, 1).reshape(self.guide_channels, *size)
+        return encode_pixels(self.guide, coords)
 
     def forward(
         self,

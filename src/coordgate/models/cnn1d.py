@@ -31,6 +31,7 @@ from torch import nn
 
 from coordgate.layers import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
 from coordgate.layers.coords import resolve_frame
+from coordgate.layers.gate import encode_pixels
 from coordgate.layers.shapes import check_features
 from coordgate.models.registry import build_model, register_model
 
@@ -154,7 +155,7 @@ class RandomInputGate(CoordGate):
                 f"got size={tuple(size)}, origin={origin_t}, full_size={full_t}"
             )
         static = self.static_input.to(device=device, dtype=dtype)
-        return self.encoder(static.transpose(0, 1)).transpose(0, 1)
+        return encode_pixels(self.encoder, static)
 
 
 class CoordGate1d(nn.Module):
