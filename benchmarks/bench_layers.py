@@ -187,7 +187,7 @@ def run(quick: bool = False) -> dict:
 
 def _run(quick: bool) -> dict:
     sizes = (32, 64) if quick else (64, 256)
-    # Few repeats at the large size: a locally-connected training step there takes minutes.
+    # Few repeats at the large size, where a locally-connected training step takes seconds.
     repeats = {32: 3, 64: 3 if quick else 7, 256: 2}
     results = {size: _size_results(size, repeats[size]) for size in sizes}
     summary = {}
