@@ -18,7 +18,7 @@ coordinate-aware model then needs room for the padding inside its sensor frame.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,6 +195,7 @@ def predict(
     full_size: Sequence[float] | None = None,
     batch_size: int = 4,
     memory_budget: int = 1 << 30,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Run ``model`` on ``image`` in eval mode, without gradients, on the model's device.
 
@@ -215,6 +216,9 @@ def predict(
             memory of a batch exceeds ``memory_budget``).
         memory_budget: bytes of activations to aim for (an estimate, see
             ``model.activation_channels``).
+        progress: called as ``progress(done, total)`` with the number of windows run
+            after each batch of them; an exception raised by it stops the prediction
+            (this is how a caller cancels).
     """
     parameter = next(model.parameters())
     x, ndim = _as_batch(image, int(getattr(model, "in_channels", 1)))
@@ -258,7 +262,7 @@ def predict(
         memory_budget
     ):
         per_batch //= 2
-    out = _run_windows(model, x, rows, cols, origin_padded, frame_full, per_batch)
+    out = _run_windows(model, x, rows, cols, origin_padded, frame_full, per_batch, progress)
     out = out[:, :, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + w]
     if ndim < 4:
         out = out[0, 0] if ndim == 2 and out.shape[1] == 1 else out[0]
@@ -275,6 +279,7 @@ def _run_windows(
     origin: Sequence[float],
     full_size: Sequence[float],
     per_batch: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Weighted sum of the model's outputs over all windows, divided by the summed weights.
 
@@ -319,6 +324,8 @@ def _run_windows(
                 # eval() clears the gates' per-frame caches: every window has its own origin,
                 # so caching them would only hold memory.
                 model.eval()
+                if progress is not None:
+                    progress(k + len(batch), len(jobs))
     finally:
         model.train(was_training)
     return (out / total.to(accumulate)).to(dtype)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["register"]
+from coordgate.deblurring import NORMALISATIONS
 
-NORMALISATIONS = ("checkpoint", "per-image", "none")
+__all__ = ["register"]
 
 
 def _tile(value: str) -> int | str | None:
@@ -50,66 +50,35 @@ def _plan_outputs(images: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
     return [(image, target) for target, image in targets.items()]
 
 
-def _normaliser(config: dict, mode: str, checkpoint: str):
-    """A function frame -> its PercentileNormalizer, or None for ``mode="none"``.
-
-    The checkpoint's normaliser is used as recorded when fitted (one mapping for all
-    images), else fitted to each frame with the recorded percentiles.
-    """
-    from coordgate.data.normalization import PercentileNormalizer
-
-    if mode == "none":
-        return lambda frame: None
-    if mode == "per-image":
-        return lambda frame: PercentileNormalizer().fitted_to(frame)
-    recorded = config.get("normalisation")
-    if not recorded:
-        raise ValueError(
-            f"checkpoint {checkpoint} records no normalisation; pass --normalisation "
-            "per-image or none"
-        )
-    normaliser = PercentileNormalizer.from_dict(recorded)
-    return lambda frame: normaliser if normaliser.fitted else normaliser.fitted_to(frame)
-
-
-def _frame(args: argparse.Namespace, model, config: dict, size: tuple[int, int]):
-    """(origin, full_size) of an image of ``size``; a coordinate-aware model trained on
-    another sensor size needs to be told where the image lies."""
-    full_size = args.full_size
-    trained = config.get("full_size")
-    aware = getattr(model, "uses_coordinates", True)
-    if full_size is None and aware and trained and tuple(trained) != tuple(size):
-        raise ValueError(
-            f"the image is {size[0]}x{size[1]} pixels but the model was trained on a "
-            f"{trained[0]}x{trained[1]} sensor frame; pass --full-size (and --origin) to say "
-            "where the image lies on the sensor"
-        )
-    return args.origin, full_size
-
-
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from coordgate.data.io import read_frames, write_tiff
-    from coordgate.inference import predict
+    from coordgate.deblurring import deblur_frame, normaliser_for_config, sensor_frame
     from coordgate.training.checkpoint import load_checkpoint
     from coordgate.training.distributed import resolve_device
 
     pairs = _plan_outputs(args.images, args.output)
     model, config = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
-    normaliser_for = _normaliser(config, args.normalisation, args.checkpoint)
+    normaliser_for = normaliser_for_config(config, args.normalisation, args.checkpoint)
     for image, target in pairs:
         frames = read_frames(image)
-        origin, full_size = _frame(args, model, config, frames.shape[-2:])
-        restored = []
-        for frame in frames:
-            normaliser = normaliser_for(frame)
-            x = frame if normaliser is None else normaliser.normalize(frame)
-            y = predict(
-                model, x, tile=args.tile, overlap=args.overlap, origin=origin, full_size=full_size
+        origin, full_size = sensor_frame(
+            model, config, frames.shape[-2:], args.origin, args.full_size
+        )
+        restored = [
+            deblur_frame(
+                model,
+                frame,
+                normaliser_for(frame),
+                tile=args.tile,
+                overlap=args.overlap,
+                origin=origin,
+                full_size=full_size,
+                keep_normalised=args.keep_normalised,
             )
-            keep = normaliser is None or args.keep_normalised
-            restored.append(y if keep else normaliser.denormalize(y))
+            for frame in frames
+        ]
         stack = np.stack(restored).astype(np.float32)
         write_tiff(target, stack[0] if len(stack) == 1 else stack)
         print(f"{image} -> {target}")
