@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from coordgate.layers.fused import gated_conv
 from coordgate.layers.gate import CoordGate
 from coordgate.layers.shapes import check_dim, check_features, conv_nd
 
@@ -50,9 +51,11 @@ class CoordGateConv(nn.Module):
         full_size: float | Sequence[float] | None = None,
     ) -> torch.Tensor:
         check_features(x, self.in_channels, self.dim, "CoordGateConv")
-        y = self.conv(x)
-        gate = self.gate.weights_for(y, origin, full_size)
-        # Without autograd the convolution's output is ours to overwrite: gating in place
-        # saves an allocation, leaving one elementwise multiply over a plain convolution.
-        y = y.mul_(gate) if not torch.is_grad_enabled() else y * gate
+        # The gate is needed before the convolution: ask for it with a stand-in of the
+        # convolution's output shape (no memory).
+        output = x.new_empty(1).expand(x.shape[0], self.gate.channels, *x.shape[2:])
+        gate = self.gate.weights_for(output, origin, full_size)
+        # Without autograd the multiply runs inside the convolution (gated_conv): no
+        # separate pass over the features.
+        y = gated_conv(self.conv, x, gate)
         return y if self.project is None else self.project(y)

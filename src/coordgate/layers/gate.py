@@ -3,7 +3,14 @@
 Paper Eq. (3): ``y[i, a] = h(x)[i, a] * g(C[i])[a]``. The gate ``g`` depends on nothing but
 the coordinates, so once trained it is a constant map: in eval mode it is computed once
 per (size, origin, full_size, device, dtype) and cached, and inference costs one
-elementwise multiply.
+elementwise multiply (fused into the convolution before it by
+:func:`~coordgate.layers.fused.gated_conv`).
+
+The MLP gate runs channel-first over a batch of frames at once: its first layer is a sum
+of one term per axis, ``b + W[:, 0] c_0 + W[:, 1] c_1``, built by broadcasting the axes'
+coordinates, and each further Linear is one batched matrix product. A batch of random
+crops, each with its own sensor origin, therefore costs one pass of the encoder over all
+the crops' pixels, not one call per crop.
 """
 
 from __future__ import annotations
@@ -15,12 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from coordgate.layers.coords import (
-    axis_coordinates,
-    coordinate_grid,
-    per_sample_origins,
-    resolve_frame,
-)
+from coordgate.layers.coords import axis_coordinates, per_sample_origins, resolve_frame
 from coordgate.layers.shapes import check_dim, check_features
 
 __all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder", "encode_pixels"]
@@ -29,6 +31,8 @@ GATE_MODES = ("mlp", "map", "lowres")
 # The eval-mode gate cache keeps the most recently used gates within both bounds.
 _CACHE_ENTRIES = 64
 _CACHE_BYTES = 256 * 2**20
+# Working memory of the encoder's hidden activations when an eval gate is built in bands.
+_BAND_BYTES = 32 * 2**20
 
 
 def coordinate_encoder(
@@ -133,7 +137,8 @@ class CoordGate(nn.Module):
                 raise ValueError(f"grid must be >= 1, got {grid!r}")
             self.grid = grid
             self.map = nn.Parameter(torch.ones(channels, *([grid] * dim)))
-        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        # key -> (gate, whether every gate value is >= 0)
+        self._cache: OrderedDict[tuple, tuple[torch.Tensor, bool]] = OrderedDict()
 
     def extra_repr(self) -> str:
         detail = {
@@ -146,7 +151,7 @@ class CoordGate(nn.Module):
     @property
     def cache_bytes(self) -> int:
         """Memory held by the eval-mode gate cache (at most 256 MiB and 64 gates)."""
-        return sum(g.numel() * g.element_size() for g in self._cache.values())
+        return sum(g.numel() * g.element_size() for g, _ in self._cache.values())
 
     def train(self, mode: bool = True) -> CoordGate:
         self._cache.clear()
@@ -174,13 +179,75 @@ class CoordGate(nn.Module):
             return self._crop_map(size, origin_t, full_t).to(dtype)
         frame = dict(origin=origin_t, full_size=full_t, device=device, dtype=dtype)
         if self.mode == "mlp":
-            return encode_pixels(self.encoder, coordinate_grid(size, **frame))
+            return self._encode([t[None] for t in axis_coordinates(size, **frame)])[0]
         out = self.map.to(dtype)
         for a, coords in enumerate(axis_coordinates(size, **frame)):
             w = cubic_weights(coords, self.grid)  # (size[a], grid)
             out = torch.tensordot(out, w, dims=([1 + a], [1]))  # interpolated axis goes last
             out = torch.movedim(out, out.ndim - 1, 1 + a)
         return out
+
+    def gates(
+        self,
+        size: Sequence[int],
+        origins: Sequence[Sequence[float]],
+        full_sizes: Sequence[Sequence[float]],
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """The gates of K frames at once: ``origins`` / ``full_sizes`` (K, dim) -> (K, C, *size).
+
+        Equal to stacking :meth:`gate` over the frames; the MLP gate evaluates all of them
+        in one batched pass (see the module docstring). Always recomputed.
+        """
+        size = tuple(int(s) for s in size)
+        if len(origins) != len(full_sizes) or not len(origins):
+            raise ValueError(
+                f"origins and full_sizes must give the same number (>= 1) of frames, "
+                f"got {len(origins)} and {len(full_sizes)}"
+            )
+        if self.mode != "mlp":
+            return torch.stack(
+                [
+                    self.gate(size, o, f, device=device, dtype=dtype)
+                    for o, f in zip(origins, full_sizes)
+                ]
+            )
+        frames = [resolve_frame(size, o, f) for o, f in zip(origins, full_sizes)]
+        param = next(self.parameters())
+        like = dict(
+            device=param.device if device is None else device,
+            dtype=param.dtype if dtype is None else dtype,
+        )
+        origin_t = torch.tensor([o for o, _ in frames], **like)
+        full_t = torch.tensor([f for _, f in frames], **like)
+        # axis_coordinates' arithmetic, one row per frame
+        axes = [
+            (2 * (origin_t[:, a, None] + torch.arange(n, **like)) + 1) / full_t[:, a, None] - 1
+            for a, n in enumerate(size)
+        ]
+        return self._encode(axes)
+
+    def _encode(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The MLP gate on the grids of K frames: ``axes[a]`` (K, size[a]) holds each
+        frame's coordinates along axis a -> (K, C, *size)."""
+        first = self.encoder[0]
+        k, size, dim = axes[0].shape[0], [t.shape[1] for t in axes], self.dim
+        # b + sum_a W[:, a] c_a: one broadcast term per axis, (K, hidden, *size) at the end
+        h = first.bias.to(axes[0].dtype).view(1, -1, *[1] * dim)
+        for a, coords in enumerate(axes):
+            shape = [k, 1] + [1] * dim
+            shape[2 + a] = size[a]
+            h = h + first.weight[:, a].to(coords.dtype).view(1, -1, *[1] * dim) * coords.view(shape)
+        h = h.expand(k, -1, *size).reshape(k, h.shape[1], -1)
+        for module in self.encoder[1:]:
+            if isinstance(module, nn.Linear):
+                weight, bias = module.weight.to(h.dtype), module.bias.to(h.dtype)
+                h = torch.baddbmm(bias.view(1, -1, 1), weight.expand(k, -1, -1), h)
+            else:
+                h = module(h)  # the pointwise activation
+        return h.view(k, h.shape[1], *size)
 
     def _crop_map(self, size, origin, full_size) -> torch.Tensor:
         if tuple(full_size) != tuple(float(s) for s in self.size) or any(
@@ -198,21 +265,39 @@ class CoordGate(nn.Module):
         params = tuple((p.data_ptr(), p._version) for p in self.parameters())
         return (size, origin, full_size, str(device), dtype, params)
 
-    def _cached_gate(self, size, origin, full_size, device, dtype) -> torch.Tensor:
+    def _cached_gate(self, size, origin, full_size, device, dtype) -> tuple[torch.Tensor, bool]:
+        """The eval gate (C, *size) from the cache, and whether it is non-negative."""
         origin_t, full_t = resolve_frame(size, origin, full_size)
         key = self._cache_key(size, origin_t, full_t, device, dtype)
-        gate = self._cache.get(key)
-        if gate is None:
+        entry = self._cache.get(key)
+        if entry is None:
             with torch.inference_mode(False), torch.no_grad():
-                gate = self.gate(size, origin_t, full_t, device=device, dtype=dtype)
-            self._cache[key] = gate
+                gate = self._gate_in_bands(size, origin_t, full_t, device, dtype)
+            entry = self._cache[key] = (gate, bool((gate >= 0).all()))
             while len(self._cache) > 1 and (
                 len(self._cache) > _CACHE_ENTRIES or self.cache_bytes > _CACHE_BYTES
             ):
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return gate
+        return entry
+
+    def _gate_in_bands(self, size, origin, full_size, device, dtype) -> torch.Tensor:
+        """:meth:`gate`, built a band of rows at a time so that the encoder's hidden
+        activations stay within ``_BAND_BYTES`` (each pixel's value is unchanged)."""
+        hidden = getattr(self, "hidden", 1) if self.mode == "mlp" else 1
+        row = math.prod(size[1:]) * hidden * torch.finfo(dtype).bits // 8
+        step = max(1, _BAND_BYTES // max(row, 1))
+        if self.mode != "mlp" or step >= size[0]:
+            return self.gate(size, origin, full_size, device=device, dtype=dtype)
+        out = torch.empty(self.channels, *size, device=device, dtype=dtype)
+        for r in range(0, size[0], step):
+            band = (min(step, size[0] - r),) + tuple(size[1:])
+            shifted = (origin[0] + r,) + tuple(origin[1:])
+            out[:, r : r + band[0]] = self.gate(
+                band, shifted, full_size, device=device, dtype=dtype
+            )
+        return out
 
     def forward(
         self,
@@ -236,15 +321,76 @@ class CoordGate(nn.Module):
         full_size: float | Sequence[float] | None = None,
     ) -> torch.Tensor:
         """The gate for features ``x``, shaped to broadcast against them: (1 or N, C, *spatial)."""
+        return self.weights_and_sign(x, origin, full_size)[0]
+
+    def weights_and_sign(
+        self,
+        x: torch.Tensor,
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+    ) -> tuple[torch.Tensor, bool]:
+        """:meth:`weights_for` and whether that gate is known to be non-negative (true only
+        of cached eval gates that are), which lets a ReLU before the gate commute with it."""
         check_features(x, self.channels, self.dim, "CoordGate")
         size = tuple(x.shape[2:])
         rows = per_sample_origins(origin, x.shape[0], self.dim)
         if rows is None:
-            return self._gate_for(size, origin, full_size, x).unsqueeze(0)
-        return torch.stack([self._gate_for(size, row, full_size, x) for row in rows])
+            if self._computes_in_graph():
+                return self.gate(size, origin, full_size, device=x.device, dtype=x.dtype)[
+                    None
+                ], False
+            gate, nonnegative = self._cached_gate(size, origin, full_size, x.device, x.dtype)
+            return gate[None], nonnegative
+        full = resolve_frame(size, rows[0], full_size)[1]
+        return self.frame_weights(size, rows, [full] * len(rows), like=x)
 
-    def _gate_for(self, size, origin, full_size, x: torch.Tensor) -> torch.Tensor:
+    def frame_weights(
+        self,
+        size: Sequence[int],
+        origins: Sequence[Sequence[float]],
+        full_sizes: Sequence[Sequence[float]],
+        *,
+        like: torch.Tensor,
+    ) -> tuple[torch.Tensor, bool]:
+        """The gates of K frames (K, C, *size) on ``like``'s device and dtype, and whether
+        they are known to be non-negative.
+
+        In eval mode, frames whose origins and common ``full_size`` are whole pixels (tiles
+        on the pooling grid, at every U-Net level) are cut from one cached gate of the
+        whole frame; otherwise all frames are evaluated in one batched pass (:meth:`gates`).
+        """
+        size = tuple(int(s) for s in size)
+        for o, f in zip(origins, full_sizes):
+            resolve_frame(size, o, f)
+        table = (
+            None
+            if self._computes_in_graph()
+            else self._frame_table(size, origins, full_sizes, like)
+        )
+        if table is None:
+            return self.gates(
+                size, origins, full_sizes, device=like.device, dtype=like.dtype
+            ), False
+        whole, nonnegative = table
+        crops = [
+            whole[(slice(None),) + tuple(slice(int(o), int(o) + s) for o, s in zip(origin, size))]
+            for origin in origins
+        ]
+        return torch.stack(crops), nonnegative
+
+    def _frame_table(self, size, origins, full_sizes, like) -> tuple[torch.Tensor, bool] | None:
+        """The cached gate of the whole common frame when every crop lies on its pixels."""
+        full = tuple(full_sizes[0])
+        whole = tuple(int(f) for f in full)
+        values = [v for o in origins for v in o] + list(full)
+        if any(tuple(f) != full for f in full_sizes) or any(v != int(v) for v in values):
+            return None
+        table_bytes = self.channels * math.prod(whole) * like.element_size()
+        if table_bytes > _CACHE_BYTES // 2:
+            return None
+        return self._cached_gate(whole, None, full, like.device, like.dtype)
+
+    def _computes_in_graph(self) -> bool:
+        """Training, tracing and export compute the gate in the graph; eval caches it."""
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if self.training or exporting:
-            return self.gate(size, origin, full_size, device=x.device, dtype=x.dtype)
-        return self._cached_gate(size, origin, full_size, x.device, x.dtype)
+        return self.training or exporting

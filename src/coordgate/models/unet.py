@@ -27,8 +27,13 @@ output. Choices where the paper leaves room:
 Sensor coordinates: ``origin`` / ``full_size`` are given in full-resolution pixels; level
 ``l`` sees ``origin / 2**l`` and ``full_size / 2**l``, so every level agrees on where a
 pixel sits on the sensor (see :mod:`coordgate.layers.coords`). ``origin`` may be an (N, 2)
-tensor of per-sample origins (random crops in one batch); each distinct frame's gate or
-coordinate map is computed once.
+tensor of per-sample origins (random crops in one batch); each distinct frame's coordinate
+map is computed once, and the gates of all the frames in one batched pass.
+
+Inference: the second convolution of every level, its ReLU and the level's gate run as one
+fused convolution (:func:`~coordgate.layers.fused.gated_conv`), so a gate costs no pass
+over the features of its own; tiles on the pooling grid take their gates from one cached
+gate of the whole sensor per level.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from torch import nn
 
 from coordgate.layers import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
 from coordgate.layers.coords import resolve_frame
+from coordgate.layers.fused import gated_conv
 from coordgate.layers.shapes import check_features
 from coordgate.models.registry import register_model
 
@@ -59,6 +65,7 @@ __all__ = [
     "apply_pac",
     "batch_frames",
     "check_image",
+    "gate_weights",
 ]
 
 COORDINATE_MODES = ("none", "gate", "coordconv", "pac", "local")
@@ -134,16 +141,31 @@ def batch_frames(x: torch.Tensor, origin: Frame = None, full_size: Frame = None)
     )
 
 
-def apply_gate(gate: CoordGate, x: torch.Tensor, frames: BatchFrames, level: int) -> torch.Tensor:
-    """``gate`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame.
+def gate_weights(
+    gate: CoordGate, like: torch.Tensor, frames: BatchFrames, level: int
+) -> tuple[torch.Tensor, bool]:
+    """``gate``'s weights for features shaped like ``like`` (N, C, h, w) at U-Net level
+    ``level``: (1 or N, C, h, w), each sample in its own frame, and whether they are known
+    to be non-negative (see :meth:`CoordGate.weights_and_sign`).
 
-    Per-sample frames multiply by one (N, C, h, w) gate built from one gate map per
-    distinct frame, rather than splitting the batch.
+    Per-sample frames get one batched gate evaluation over all of them (in eval mode, crops
+    of one cached gate of the whole sensor where the frames allow), not one per frame.
     """
     if frames.inverse is None:
-        return gate(x, *frames.scaled(0, level))
-    size, like = x.shape[2:], dict(device=x.device, dtype=x.dtype)
-    return x * frames.per_sample(lambda k: gate.gate(size, *frames.scaled(k, level), **like))
+        return gate.weights_and_sign(like, *frames.scaled(0, level))
+    count, n = len(frames.origins), like.shape[0]
+    # Random crops rarely share a frame: evaluating in sample order needs no gather.
+    order = frames.inverse.tolist() if count == n else range(count)
+    scaled = [frames.scaled(k, level) for k in order]
+    weights, nonnegative = gate.frame_weights(
+        like.shape[2:], [o for o, _ in scaled], [f for _, f in scaled], like=like
+    )
+    return (weights, nonnegative) if count == n else (weights[frames.inverse], nonnegative)
+
+
+def apply_gate(gate: CoordGate, x: torch.Tensor, frames: BatchFrames, level: int) -> torch.Tensor:
+    """``gate`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame."""
+    return x * gate_weights(gate, x, frames, level)[0]
 
 
 def apply_coord_conv(
@@ -215,7 +237,8 @@ _FRAME_AWARE = {
 
 
 class _LevelBlock(nn.Module):
-    """Two 3x3 convolutions + ReLU, either of them possibly coordinate-aware.
+    """Two 3x3 convolutions + ReLU, either of them possibly coordinate-aware, and
+    optionally a CoordGate on the output.
 
     x: (N, in_channels, h, w) -> (N, out_channels, h, w)
     """
@@ -224,11 +247,28 @@ class _LevelBlock(nn.Module):
         super().__init__()
         self.first, self.second = first, second
 
-    def forward(self, x: torch.Tensor, frames: BatchFrames | None, level: int) -> torch.Tensor:
-        for conv in (self.first, self.second):
-            apply = _FRAME_AWARE.get(type(conv))
-            x = F.relu(conv(x) if apply is None else apply(conv, x, frames, level))
-        return x
+    def forward(
+        self,
+        x: torch.Tensor,
+        frames: BatchFrames | None,
+        level: int,
+        gate: CoordGate | None = None,
+    ) -> torch.Tensor:
+        x = self._conv_relu(self.first, x, frames, level)
+        return self._conv_relu(self.second, x, frames, level, gate)
+
+    @staticmethod
+    def _conv_relu(conv, x, frames, level, gate=None) -> torch.Tensor:
+        apply = _FRAME_AWARE.get(type(conv))
+        if apply is not None:
+            y = F.relu(apply(conv, x, frames, level))
+            return y if gate is None else apply_gate(gate, y, frames, level)
+        weights, nonnegative = None, False
+        if gate is not None:
+            like = x.new_empty(1).expand(x.shape[0], conv.out_channels, *x.shape[2:])
+            weights, nonnegative = gate_weights(gate, like, frames, level)
+        # In inference the ReLU and the gate run inside the convolution (gated_conv).
+        return gated_conv(conv, x, weights, relu=True, gate_nonnegative=nonnegative)
 
 
 def _block_kinds(coordinates: str, decoder: bool, level: int, depth: int) -> tuple[str, str]:
@@ -428,8 +468,15 @@ class UNet(nn.Module):
             x, self.in_channels, self.required_multiple, f"{type(self).__name__}({self.depth})"
         )
 
-    def _gate(self, gates: nn.ModuleList | None, index: int, x, frames, level: int):
-        return x if gates is None else apply_gate(gates[index], x, frames, level)
+    def _output_gate(self, level: int, decoder: bool) -> CoordGate | None:
+        """The gate on the output of a level block: an encoder level's before its pool and
+        skip (``down_gates``), the bottleneck's and a decoder level's before the
+        up-convolution to the level above (``up_gates``)."""
+        if self.down_gates is None or (decoder and level == 0):
+            return None
+        if decoder:
+            return self.up_gates[level - 1]
+        return self.down_gates[level] if level < self.depth - 1 else self.up_gates[level - 1]
 
     def forward(
         self, x: torch.Tensor, origin: Frame = None, full_size: Frame = None
@@ -445,13 +492,17 @@ class UNet(nn.Module):
         for level, block in enumerate(self.encoder):
             if level:
                 x = F.max_pool2d(x, 2)
-            x = block(x, frames, level)
+            x = block(x, frames, level, self._output_gate(level, decoder=False))
             if level < self.depth - 1:
-                x = self._gate(self.down_gates, level, x, frames, level)
                 skips.append(x)
         for level in reversed(range(self.depth - 1)):
-            x = self.up[level](self._gate(self.up_gates, level, x, frames, level + 1))
-            x = self.decoder[level](torch.cat([skips[level], x], dim=1), frames, level)
+            x = self.up[level](x)
+            x = self.decoder[level](
+                torch.cat([skips[level], x], dim=1),
+                frames,
+                level,
+                self._output_gate(level, decoder=True),
+            )
         return self.head(x) + image if self.residual else self.head(x)
 
 

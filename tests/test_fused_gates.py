@@ -1,0 +1,162 @@
+"""The gate's fast paths give today's values: the fused inference convolution, the batched
+per-frame gates of training (values and gradients) and the cached whole-sensor gate of tiles."""
+
+import pytest
+import torch
+
+from coordgate import CoordGate
+from coordgate.layers.coords import coordinate_grid
+from coordgate.layers.fused import gated_conv
+from coordgate.layers.gate import encode_pixels
+from coordgate.models import build_model
+from coordgate.models.unet import apply_gate, batch_frames
+
+
+def randomise(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+def unfused(conv, x, gate, relu):
+    y = conv(x)
+    y = torch.relu(y) if relu else y
+    return y if gate is None else y * gate
+
+
+CONVS = {
+    1: lambda: torch.nn.Conv1d(3, 5, 3, padding=1),
+    2: lambda: torch.nn.Conv2d(3, 5, (3, 5), padding="same"),
+    3: lambda: torch.nn.Conv3d(3, 5, 3, padding=1, bias=False),
+}
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("gate_kind", ["none", "signed", "nonnegative", "per-sample"])
+def test_gated_conv_equals_the_separate_operations(dim, relu, gate_kind):
+    conv = CONVS[dim]()
+    spatial = {1: (37,), 2: (37, 31), 3: (7, 5, 6)}[dim]
+    x = torch.randn(2, 3, *spatial)
+    gate = {
+        "none": None,
+        "signed": torch.randn(1, 5, *spatial),
+        "nonnegative": torch.rand(1, 5, *spatial),
+        "per-sample": torch.randn(2, 5, *spatial),
+    }[gate_kind]
+    with torch.no_grad():
+        fused = gated_conv(conv, x, gate, relu=relu, gate_nonnegative=gate_kind == "nonnegative")
+        expected = unfused(conv, x, gate, relu)
+    torch.testing.assert_close(fused, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_gated_conv_records_gradients_when_asked():
+    conv, x, gate = CONVS[2](), torch.randn(2, 3, 9, 8), torch.rand(1, 5, 9, 8)
+    y = gated_conv(conv, x, gate, relu=True, gate_nonnegative=True)
+    y.sum().backward()
+    assert conv.weight.grad is not None
+
+
+def reference_gates(gate: CoordGate, size, origins, full_size) -> torch.Tensor:
+    """Today's per-frame path: one encoder call per frame on its coordinate grid."""
+    return torch.stack(
+        [
+            encode_pixels(gate.encoder, coordinate_grid(size, origin=o, full_size=full_size))
+            for o in origins
+        ]
+    )
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_batched_gates_match_one_encoder_call_per_frame_with_gradients(layers):
+    gate = randomise(CoordGate(4, hidden=8, layers=layers))
+    size, full = (6, 7), (20, 17)
+    origins = [(0.0, 0.0), (10.0, 4.5), (2.25, 10.0)]
+    probe = torch.randn(3, 4, *size)
+    batched = gate.gates(size, origins, [full] * 3)
+    expected = reference_gates(gate, size, origins, full)
+    torch.testing.assert_close(batched, expected, atol=1e-6, rtol=1e-5)
+    grads = torch.autograd.grad((batched * probe).sum(), list(gate.parameters()))
+    expected_grads = torch.autograd.grad((expected * probe).sum(), list(gate.parameters()))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_unet_gate_with_per_sample_frames_matches_the_per_frame_path():
+    gate = randomise(CoordGate(4))
+    x = torch.randn(4, 4, 8, 12, requires_grad=True)
+    origins = torch.tensor([[0, 0], [6, 2], [0, 0], [3, 5]])
+    frames = batch_frames(x, origins, (128, 96))
+    for level in (0, 1, 2):
+        y = apply_gate(gate, x, frames, level)
+        scale = 2**level
+        expected = x * reference_gates(
+            gate,
+            (8, 12),
+            [[v / scale for v in row] for row in origins.tolist()],
+            (128 / scale, 96 / scale),
+        )
+        torch.testing.assert_close(y, expected, atol=1e-6, rtol=1e-5)
+        probe = torch.randn_like(y)
+        got = torch.autograd.grad((y * probe).sum(), [x, *gate.parameters()])
+        want = torch.autograd.grad((expected * probe).sum(), [x, *gate.parameters()])
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_cg_unet_training_step_with_per_sample_origins_matches_separate_samples():
+    """Loss and every parameter's gradient of a batch of crops with their own origins
+    equal those of the crops run one at a time (the per-sample cost is gone, not the
+    per-sample frames)."""
+    torch.manual_seed(3)
+    model = randomise(build_model("cg-unet3", base_channels=4), 0.1)
+    x, target = torch.rand(2, 3, 1, 32, 32)
+    origins = torch.tensor([[0, 0], [13, 7], [31, 64]])
+    loss = torch.nn.functional.mse_loss(model(x, origins, (96, 96)), target, reduction="sum")
+    together = torch.autograd.grad(loss, list(model.parameters()))
+    alone = [
+        torch.autograd.grad(
+            torch.nn.functional.mse_loss(
+                model(x[i : i + 1], origins[i].tolist(), (96, 96)),
+                target[i : i + 1],
+                reduction="sum",
+            ),
+            list(model.parameters()),
+        )
+        for i in range(3)
+    ]
+    for k, got in enumerate(together):
+        torch.testing.assert_close(got, sum(a[k] for a in alone), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sign", ["nonnegative", "signed"])
+def test_cg_unet_inference_equals_the_training_path_within_1e_5(sign):
+    """Fused inference (gate and ReLU inside the convolution) against the unfused graph."""
+    torch.manual_seed(4)
+    model = randomise(build_model("cg-unet3", base_channels=4), 0.1)
+    if sign == "signed":
+        with torch.no_grad():
+            model.down_gates[0].encoder[-1].bias.fill_(-0.5)  # a gate below zero somewhere
+    x = torch.rand(2, 1, 48, 40)
+    origins = torch.tensor([[0, 0], [16, 8]])
+    expected = model(x, origins, (96, 64)).detach()
+    model.eval()
+    with torch.inference_mode():
+        assert (model.down_gates[0].gate((48, 40)) < 0).any() == (sign == "signed")
+        torch.testing.assert_close(model(x, origins, (96, 64)), expected, atol=1e-5, rtol=0)
+
+
+def test_tiles_on_the_pooling_grid_reuse_one_cached_sensor_gate():
+    model = randomise(build_model("cg-unet3", base_channels=4), 0.1)
+    x = torch.rand(3, 1, 32, 32)
+    origins = torch.tensor([[0, 0], [16, 32], [32, 8]])  # multiples of 4: every level aligned
+    expected = model(x, origins, (64, 64)).detach()
+    model.eval()
+    with torch.inference_mode():
+        first = model(x, origins, (64, 64))
+        ((gate, _),) = model.down_gates[0]._cache.values()
+        assert gate.shape == (4, 64, 64) and all(len(g._cache) == 1 for g in model.up_gates)
+        again = model(x.flip(0), origins.flip(0), (64, 64)).flip(0)
+    torch.testing.assert_close(first, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, first)
