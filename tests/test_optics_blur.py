@@ -244,3 +244,40 @@ def test_operators_reject_bad_images(lens, x, match):
 def test_shift_invariant_blur_rejects_images_smaller_than_the_psf(lens):
     with pytest.raises(ValueError, match="does not fit"):
         ShiftInvariantBlur(lens.psf_at(0, 0)).A(torch.zeros(1, 1, 5, 40))
+
+
+@pytest.mark.parametrize("method", ["exact", "lowrank"])
+def test_circular_padding_is_periodic_light_and_psfs(lens, method):
+    """Light leaving an edge re-enters at the other with the PSF of the pixel it left."""
+    rank = {"rank": 25, "grid_size": 5} if method == "lowrank" else {"grid_size": 5}
+    op = SpatiallyVaryingBlur(
+        lens, SIZE, method=method, padding="circular", dtype=torch.float64, **rank
+    )
+    impulse = torch.zeros(1, 1, *SIZE, dtype=torch.float64)
+    impulse[0, 0, 1, 29] = 1
+    response = op.A(impulse)[0, 0]
+    expected = torch.zeros(SIZE, dtype=torch.float64)
+    rows, cols = torch.arange(-3, 6) % SIZE[0], torch.arange(25, 34) % SIZE[1]
+    expected[rows[:, None], cols[None, :]] = op.pixel_psf(1, 29)
+    torch.testing.assert_close(response, expected, atol=1e-10, rtol=0)
+    torch.testing.assert_close(response.sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_circular_fft_operators_use_the_frames_own_grid(lens):
+    psf = torch.rand(7, 7, dtype=torch.float64)
+    x = torch.randn(2, 1, *SIZE, dtype=torch.float64)
+    op = ShiftInvariantBlur(psf, padding="circular")
+    expected = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="circular"), psf.flip(0, 1)[None, None])
+    torch.testing.assert_close(op.A(x), expected, atol=1e-12, rtol=0)
+    lowrank = SpatiallyVaryingBlur(lens, SIZE, method="lowrank", padding="circular")
+    assert lowrank.fft_margin == 0 and lowrank._lowrank(x.float())[0] == SIZE
+    assert lowrank.weights.shape[-2:] == SIZE
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5])
+def test_paired_adjoint_for_odd_and_even_ranks(lens, rank):
+    op = SpatiallyVaryingBlur(
+        lens, SIZE, method="lowrank", rank=rank, padding="zero", dtype=torch.float64
+    )
+    x, y = torch.randn(2, 3, 1, *SIZE, dtype=torch.float64)
+    torch.testing.assert_close((op.A(x) * y).sum(), (x * op.A_T(y)).sum(), atol=1e-10, rtol=0)

@@ -3,7 +3,10 @@
 Every source pixel ``q`` spreads its light as its own PSF centred on itself,
 ``y(p) = sum_q x(q) h_q(p - q)`` (the physical superposition), so a unit impulse at ``q``
 maps to ``h_q``. ``padding`` (see :mod:`coordgate.optics.boundary`) states what the
-object is outside the frame; no operator wraps around unless ``padding="circular"``.
+object is outside the frame; no operator wraps around unless ``padding="circular"``,
+which makes the whole operator periodic over the frame: light leaving one edge re-enters
+at the other with the PSF of the pixel it left from, exactly what an FFT of the frame's
+own size computes (the low-rank and shift-invariant operators use one, with no margin).
 
 Per-pixel PSFs of :class:`SpatiallyVaryingBlur` are the bilinear interpolation of the
 field's PSFs on a grid of field points (``field.grid(grid_size)``); sources outside the
@@ -34,6 +37,7 @@ from coordgate.layers.coords import coordinate_grid, resolve_frame
 from coordgate.optics.boundary import check_padding, extend, extend_adjoint
 from coordgate.optics.field import PSFField
 from coordgate.optics.fourier import (
+    adjoint_spectra,
     kernel_spectra,
     linear_fft_shape,
     product_convolution,
@@ -152,6 +156,17 @@ class BlurOperator(nn.Module):
         """Pixels of object assumed beyond the frame (0 for zero padding)."""
         return 0 if self.padding == "zero" else self.psf_size // 2
 
+    @property
+    def fft_margin(self) -> int:
+        """The margin of the FFT-based operators: none for circular padding, whose FFT grid
+        is the frame itself."""
+        return 0 if self.padding == "circular" else self.margin
+
+    def _fft_shape(self, size: tuple[int, int]) -> tuple[int, int]:
+        if self.padding == "circular":
+            return tuple(size)
+        return linear_fft_shape(size, self.margin, self.psf_size)
+
     def _apply(self, fn: Any, recurse: bool = True) -> BlurOperator:
         # Cached spectra and casts belong to the old device/dtype of the buffers.
         self._cache.clear()
@@ -175,20 +190,19 @@ class ShiftInvariantBlur(BlurOperator):
     def _spectra(self, size: tuple[int, int], like: torch.Tensor) -> tuple[Any, torch.Tensor]:
         key = (size, like.device, like.dtype)
         if key not in self._cache:
-            shape = linear_fft_shape(size, self.margin, self.psf_size)
+            shape = self._fft_shape(size)
             self._cache[key] = (shape, kernel_spectra(self.psf.to(like)[None], shape))
         return self._cache[key]
 
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
         shape, spectra = self._spectra(tuple(x.shape[-2:]), x)
-        return product_convolution(
-            extend(x, self.margin, self.padding), spectra, None, shape, self.margin
-        )
+        margin = self.fft_margin
+        return product_convolution(extend(x, margin, self.padding), spectra, None, shape, margin)
 
     def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
         shape, spectra = self._spectra(tuple(y.shape[-2:]), y)
-        z = product_convolution_adjoint(y, spectra, None, shape, self.margin)
-        return extend_adjoint(z, self.margin, self.padding)
+        z = product_convolution_adjoint(y, spectra, None, shape, self.fft_margin)
+        return extend_adjoint(z, self.fft_margin, self.padding)
 
     def extra_repr(self) -> str:
         return f"psf_size={self.psf_size}, padding={self.padding!r}"
@@ -204,9 +218,12 @@ def _image_size(image_size: Any) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _source_coords(n: int, origin: float, full: float, margin: int) -> torch.Tensor:
-    """Normalised coordinates of the frame's pixels plus ``margin`` on each side."""
+def _source_coords(n: int, origin: float, full: float, margin: int, padding: str) -> torch.Tensor:
+    """Normalised coordinates of the frame's pixels plus ``margin`` on each side (for
+    circular padding, the coordinates of the frame pixels the margin wraps around to)."""
     core = coordinate_grid((n,), origin=origin, full_size=full, dtype=torch.float64)[0]
+    if padding == "circular":
+        return core[torch.arange(-margin, n + margin).remainder(n)]
     step = 2 / full * torch.arange(1, margin + 1, dtype=torch.float64)
     return torch.cat([core[0] - step.flip(0), core, core[-1] + step])
 
@@ -297,8 +314,10 @@ class SpatiallyVaryingBlur(BlurOperator):
         psfs = psfs / psfs.sum(dim=(-2, -1), keepdim=True)
         grid_y, grid_x = field.grid_positions(grid_size)
         self.grid_shape = tuple(psfs.shape[:2])
+        # lowrank's circular operator is an FFT of the frame itself: no margin of sources
+        margin = self.margin if method == "exact" else self.fft_margin
         rows, cols = (
-            _source_coords(n, o, f, self.margin) for n, o, f in zip(size, origin_t, full_t)
+            _source_coords(n, o, f, margin, self.padding) for n, o, f in zip(size, origin_t, full_t)
         )
         # Sampling and SVD run in float64; buffers are stored like nn.Linear's weights.
         dtype = dtype or torch.get_default_dtype()
@@ -344,11 +363,13 @@ class SpatiallyVaryingBlur(BlurOperator):
         h, w = self.image_size
         if not (0 <= i < h and 0 <= j < w):
             raise ValueError(f"pixel ({i}, {j}) is outside the {h}x{w} image")
-        r, c, k = i + self.margin, j + self.margin, self.psf_size
+        k = self.psf_size
         if self.method == "exact":
+            r, c = i + self.margin, j + self.margin
             return (self._row_grid(r, r + 1, self.grid.dtype)[0] @ self.col_weights[c]).reshape(
                 k, k
             )
+        r, c = i + self.fft_margin, j + self.fft_margin
         return (self.weights[:, r, c, None, None] * self.kernels).sum(0)
 
     # exact: per-pixel PSFs, scattered / gathered a few source rows at a time. The PSF of
@@ -403,23 +424,27 @@ class SpatiallyVaryingBlur(BlurOperator):
 
     # lowrank: product-convolution with cached spectra
 
-    def _lowrank(self, like: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+    def _lowrank(self, like: torch.Tensor) -> tuple:
+        """(FFT shape, spectra, weights, adjoint spectra) for ``like``."""
         key = (like.device, like.dtype)
         if key not in self._cache:
-            shape = linear_fft_shape(self.image_size, self.margin, self.psf_size)
+            shape = self._fft_shape(self.image_size)
+            kernels, weights = self.kernels.to(like), self.weights.to(like)
             self._cache[key] = (
                 shape,
-                kernel_spectra(self.kernels.to(like), shape),
-                self.weights.to(like),
+                kernel_spectra(kernels, shape),
+                weights,
+                adjoint_spectra(kernels, shape),
             )
         return self._cache[key]
 
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
         n, ch, h, w = x.shape
-        xs = extend(x, self.margin, self.padding)
         if self.method == "lowrank":
-            shape, spectra, weights = self._lowrank(x)
-            return product_convolution(xs, spectra, weights, shape, self.margin)
+            shape, spectra, weights, _ = self._lowrank(x)
+            xs = extend(x, self.fft_margin, self.padding)
+            return product_convolution(xs, spectra, weights, shape, self.fft_margin)
+        xs = extend(x, self.margin, self.padding)
         c0 = self.margin + self.psf_size // 2
         light = _LinearMap.apply(
             xs.reshape(n * ch, *xs.shape[-2:]), self._exact_scatter, self._exact_gather
@@ -429,8 +454,9 @@ class SpatiallyVaryingBlur(BlurOperator):
     def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
         n, ch = y.shape[:2]
         if self.method == "lowrank":
-            shape, spectra, weights = self._lowrank(y)
-            z = product_convolution_adjoint(y, spectra, weights, shape, self.margin)
+            shape, _, weights, spectra = self._lowrank(y)
+            z = product_convolution_adjoint(y, spectra, weights, shape, self.fft_margin)
+            return extend_adjoint(z, self.fft_margin, self.padding)
         else:
             c0 = self.margin + self.psf_size // 2
             z = _LinearMap.apply(

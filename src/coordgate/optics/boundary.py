@@ -7,7 +7,9 @@ assumes there through ``padding``:
   blurred out of the frame is lost). The default, and the only one that needs no margin.
 - ``"reflect"``: the object continues as its mirror image (edge pixel not repeated).
 - ``"replicate"``: the object continues with its edge values.
-- ``"circular"``: the object is periodic (wrap-around, only when asked for).
+- ``"circular"``: the object is periodic (wrap-around, only when asked for), and so is
+  the blur: a margin pixel takes the PSF of the frame pixel it copies, which lets the
+  FFT-based operators work on a grid of the frame's own size with no margin.
 
 ``extend`` builds the object on the frame plus a margin; ``extend_adjoint`` is its exact
 transpose (margin values are added back onto the pixels they were copied from).

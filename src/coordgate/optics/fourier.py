@@ -2,9 +2,15 @@
 
 Product-convolution ``y = sum_k h_k * (w_k . x)`` (Nagy & O'Leary) is computed with one
 batched real FFT over the K weighted copies of the input, a sum in the frequency domain
-and a single inverse FFT. The FFT grid is zero-padded so that no output pixel inside the
-frame receives wrapped-around light: the operator is a linear (not circular) convolution
-of whatever extended object the caller provides.
+and a single inverse FFT. On a grid from :func:`linear_fft_shape` no output pixel inside
+the frame receives wrapped-around light: the operator is a linear convolution of whatever
+extended object the caller provides. On a grid of the frame's own size (no margin) it is
+the circular one.
+
+The adjoint needs K inverse transforms, which cost about twice a forward real transform
+here. It pairs them instead: both correlations of a pair of kernels are real, so one
+complex inverse FFT of ``Y (conj(H_2j) + i conj(H_2j+1))`` returns the first as its real
+and the second as its imaginary part, and K/2 complex transforms replace K real ones.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "adjoint_spectra",
     "fast_size",
     "kernel_spectra",
     "linear_fft_shape",
@@ -43,11 +50,26 @@ def linear_fft_shape(image_size: tuple[int, int], margin: int, kernel_size: int)
     return tuple(fast_size(n + margin + kernel_size // 2) for n in image_size)
 
 
-def kernel_spectra(kernels: torch.Tensor, fft_shape: tuple[int, int]) -> torch.Tensor:
-    """Spectra of centred kernels (K, k, k) on an ``fft_shape`` grid -> (K, L1, L2 // 2 + 1)."""
+def _centred(kernels: torch.Tensor, fft_shape: tuple[int, int]) -> torch.Tensor:
+    """Kernels (K, k, k) on an ``fft_shape`` grid with their centre at the origin."""
     k, c = kernels.shape[-1], kernels.shape[-1] // 2
     padded = F.pad(kernels, (0, fft_shape[1] - k, 0, fft_shape[0] - k))
-    return torch.fft.rfft2(padded.roll((-c, -c), dims=(-2, -1)))
+    return padded.roll((-c, -c), dims=(-2, -1))
+
+
+def kernel_spectra(kernels: torch.Tensor, fft_shape: tuple[int, int]) -> torch.Tensor:
+    """Spectra of centred kernels (K, k, k) on an ``fft_shape`` grid -> (K, L1, L2 // 2 + 1)."""
+    return torch.fft.rfft2(_centred(kernels, fft_shape))
+
+
+def adjoint_spectra(kernels: torch.Tensor, fft_shape: tuple[int, int]) -> torch.Tensor:
+    """Correlation spectra of centred kernels (K, k, k), two per complex plane:
+    ``conj(H_2j) + i conj(H_2j+1)`` on the full ``fft_shape`` grid -> (ceil(K / 2), L1, L2)
+    (an odd K leaves the last plane's imaginary partner zero)."""
+    spectra = torch.fft.fft2(_centred(kernels, fft_shape)).conj()
+    if spectra.shape[0] % 2:
+        spectra = torch.cat([spectra, torch.zeros_like(spectra[:1])])
+    return spectra[0::2] + 1j * spectra[1::2]
 
 
 def product_convolution(
@@ -63,8 +85,14 @@ def product_convolution(
     (K = 1, a plain convolution); spectra: (K, L1, L2 // 2 + 1). Returns (N, C, H, W)
     with H = Sh - 2 margin.
     """
-    u = x.unsqueeze(2) if weights is None else x.unsqueeze(2) * weights
-    spectrum = (torch.fft.rfft2(u, s=fft_shape) * spectra).sum(2)
+    # One kernel at a time: the working set stays a few planes, whatever K.
+    spectrum = None
+    for k in range(spectra.shape[0]):
+        u = x if weights is None else x * weights[k]
+        term = torch.fft.rfft2(u, s=fft_shape)
+        spectrum = (
+            term.mul_(spectra[k]) if spectrum is None else spectrum.addcmul_(term, spectra[k])
+        )
     y = torch.fft.irfft2(spectrum, s=fft_shape)
     h, w = x.shape[-2] - 2 * margin, x.shape[-1] - 2 * margin
     return y[..., margin : margin + h, margin : margin + w]
@@ -77,9 +105,24 @@ def product_convolution_adjoint(
     fft_shape: tuple[int, int],
     margin: int,
 ) -> torch.Tensor:
-    """Adjoint of :func:`product_convolution`: (N, C, H, W) -> (N, C, Sh, Sw)."""
+    """Adjoint of :func:`product_convolution`: (N, C, H, W) -> (N, C, Sh, Sw).
+
+    weights None (one kernel): spectra from :func:`kernel_spectra`. Otherwise weights
+    (K, Sh, Sw) and the paired spectra (ceil(K / 2), L1, L2) from :func:`adjoint_spectra`
+    (see the module docstring).
+    """
     h, w = y.shape[-2:]
     z = F.pad(y, (margin, fft_shape[1] - margin - w, margin, fft_shape[0] - margin - h))
-    spectrum = torch.fft.rfft2(z, s=fft_shape).unsqueeze(2) * spectra.conj()
-    v = torch.fft.irfft2(spectrum, s=fft_shape)[..., : h + 2 * margin, : w + 2 * margin]
-    return v[:, :, 0] if weights is None else (v * weights).sum(2)
+    crop = (..., slice(0, h + 2 * margin), slice(0, w + 2 * margin))
+    if weights is None:
+        spectrum = torch.fft.rfft2(z) * spectra[0].conj()
+        return torch.fft.irfft2(spectrum, s=fft_shape)[crop]
+    spectrum, out = torch.fft.fft2(z), None
+    for j in range(spectra.shape[0]):
+        # real part: the correlation with kernel 2j; imaginary part: with kernel 2j + 1
+        pair = torch.view_as_real(torch.fft.ifft2(spectrum * spectra[j])[crop])
+        for part, k in ((0, 2 * j), (1, 2 * j + 1)):
+            if k < weights.shape[0]:
+                term = pair[..., part]
+                out = term * weights[k] if out is None else out.addcmul_(term, weights[k])
+    return out
