@@ -2,8 +2,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NAPARI_STAMP := $(VENV)/.installed-napari
 
-.PHONY: demo test bench lint env clean
+.PHONY: demo test bench lint env napari-env clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,6 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 env: $(STAMP)
+
+# The napari plugin and its tests (Qt, pytest-qt); `make test` skips them without it.
+$(NAPARI_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[napari-test]'
+	touch $(NAPARI_STAMP)
+
+napari-env: $(NAPARI_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/coordgate demo

@@ -1,0 +1,158 @@
+"""The Deblur widget's logic: reference checkpoints, devices, and deblurring a layer's data.
+
+:func:`deblur_stack` runs every frame of a layer through :mod:`coordgate.deblurring`,
+the functions ``coordgate deblur`` runs, so a layer and the same image on the command
+line give the same result. The reference checkpoints are the ones committed with the
+project (``results/<study>/checkpoints/<model>.safetensors``), found beside the
+installed package (a source checkout or editable install) and in the working directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coordgate.napari.layers import as_frames
+
+__all__ = [
+    "Cancelled",
+    "DeblurSettings",
+    "checkpoint_summary",
+    "deblur_stack",
+    "devices",
+    "reference_checkpoints",
+]
+
+Progress = Callable[[int, int], None]
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a deblurring run (the user cancelled)."""
+
+
+def _results_dirs() -> list[Path]:
+    import coordgate
+
+    checkout = Path(coordgate.__file__).resolve().parents[2]  # <root>/src/coordgate
+    dirs = [checkout / "results", Path.cwd() / "results"]
+    return list(dict.fromkeys(d.resolve() for d in dirs if d.is_dir()))
+
+
+def reference_checkpoints(results_dirs: Sequence[Path] | None = None) -> dict[str, Path]:
+    """The committed reference checkpoints by name (``<study>/<model>``), sorted; empty
+    when none is present (e.g. an installed wheel without the repository's results)."""
+    dirs = _results_dirs() if results_dirs is None else [Path(d) for d in results_dirs]
+    found: dict[str, Path] = {}
+    for results in dirs:
+        for path in sorted(results.glob("*/checkpoints/*.safetensors")):
+            found.setdefault(f"{path.parent.parent.name}/{path.stem}", path)
+    return dict(sorted(found.items()))
+
+
+def devices() -> list[str]:
+    """The devices a model can run on here: ``auto`` first, then ``cpu``, CUDA, MPS."""
+    import torch
+
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        names += ["cuda"] if count == 1 else [f"cuda:{i}" for i in range(count)]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def checkpoint_summary(path: str | Path) -> str:
+    """One line about a checkpoint: its model and the sensor frame it was trained on."""
+    from coordgate.training.checkpoint import read_checkpoint_config
+
+    config = read_checkpoint_config(path)
+    name = (config.get("model") or {}).get("name", "unknown model")
+    trained = config.get("full_size")
+    frame = f", trained on {trained[0]}x{trained[1]} frames" if trained else ""
+    return f"{name}{frame}"
+
+
+@dataclass(frozen=True)
+class DeblurSettings:
+    """The Deblur widget's choices: a checkpoint file, the device (see :func:`devices`),
+    ``tile`` and ``overlap`` in pixels (None: chosen from the model, see
+    :func:`coordgate.inference.predict`) and the intensity normalisation
+    (:data:`coordgate.deblurring.NORMALISATIONS`)."""
+
+    checkpoint: Path
+    device: str = "auto"
+    tile: int | None = None
+    overlap: int | None = None
+    normalisation: str = "checkpoint"
+
+    def __post_init__(self) -> None:
+        from coordgate.deblurring import NORMALISATIONS
+
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
+        for name in ("tile", "overlap"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive number of pixels or None (auto)")
+
+
+def _frame_progress(progress: Progress | None, index: int, count: int) -> Progress | None:
+    """Progress over all frames from the windows of frame ``index`` of ``count``."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * total + done, count * total)
+
+
+def deblur_stack(
+    data: np.ndarray,
+    settings: DeblurSettings,
+    *,
+    origin: Sequence[float] | None = None,
+    full_size: Sequence[float] | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Deblur every (H, W) frame of ``data`` (..., H, W): (result float32 of data's shape,
+    the sensor size used).
+
+    ``origin`` (row, column) places the frames on the sensor of ``full_size``; a
+    translated layer with no sensor size given lies on the sensor the checkpoint was
+    trained on. ``progress(done, total)`` is called with the windows run so far; raise
+    :class:`Cancelled` from it to stop.
+    """
+    from coordgate.deblurring import deblur_frame, normaliser_for_config, sensor_frame
+    from coordgate.training.checkpoint import load_checkpoint
+    from coordgate.training.distributed import resolve_device
+
+    frames = as_frames(data)
+    model, config = load_checkpoint(settings.checkpoint, device=resolve_device(settings.device))
+    if origin is not None and full_size is None:
+        full_size = config.get("full_size")
+        if full_size is None:
+            raise ValueError(
+                f"the layer lies at sensor position {tuple(origin)} but no sensor size is "
+                "known: give the sensor size"
+            )
+    origin, full_size = sensor_frame(model, config, frames.shape[-2:], origin, full_size)
+    normaliser_for = normaliser_for_config(config, settings.normalisation, str(settings.checkpoint))
+    restored = [
+        deblur_frame(
+            model,
+            frame,
+            normaliser_for(frame),
+            tile="auto" if settings.tile is None else settings.tile,
+            overlap=settings.overlap,
+            origin=origin,
+            full_size=full_size,
+            progress=_frame_progress(progress, i, len(frames)),
+        )
+        for i, frame in enumerate(frames)
+    ]
+    used = None if full_size is None else (float(full_size[0]), float(full_size[1]))
+    return np.stack(restored).reshape(np.shape(data)), used

@@ -1,0 +1,324 @@
+"""The plugin's dock widgets (magicgui containers): Deblur, Simulate blur and Calibrate.
+
+Each widget reads its fields and the chosen layer, hands them to the plain functions of
+:mod:`coordgate.napari.deblur`, :mod:`~coordgate.napari.simulate` and
+:mod:`~coordgate.napari.calibrate` in a napari thread worker (the viewer stays
+responsive), and adds the results as layers. The widgets work with a full
+``napari.Viewer`` and with a headless ``napari.components.ViewerModel``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.qt.threading import FunctionWorker, create_worker
+from qtpy.QtCore import QObject, Qt, Signal
+
+from coordgate.deblurring import NORMALISATIONS
+from coordgate.napari.deblur import (
+    Cancelled,
+    DeblurSettings,
+    checkpoint_summary,
+    deblur_stack,
+    devices,
+    reference_checkpoints,
+)
+from coordgate.napari.layers import layer_pixels, output_layer, pixel_origin, sensor_size
+from coordgate.napari.simulate import FIELDS, blur_stack, load_field
+
+__all__ = ["DeblurWidget", "SimulateWidget"]
+
+_LARGEST = 1 << 20  # largest sensor side, tile or overlap a spin box accepts
+
+
+def _image_layers(viewer: Any) -> list[tuple[str, Any]]:
+    return [
+        (layer.name, layer) for layer in viewer.layers if isinstance(layer, napari.layers.Image)
+    ]
+
+
+class _SensorSize(Container):
+    """Two spin boxes: the sensor's height and width in pixels, 0 meaning "not given"."""
+
+    def __init__(self) -> None:
+        self.rows = SpinBox(label="H", min=0, max=_LARGEST, value=0)
+        self.columns = SpinBox(label="W", min=0, max=_LARGEST, value=0)
+        super().__init__(
+            layout="horizontal",
+            labels=False,
+            label="sensor size (0: layer's)",
+            widgets=[self.rows, self.columns],
+        )
+
+    def pair(self) -> tuple[int, int]:
+        return int(self.rows.value), int(self.columns.value)
+
+
+class _ProgressRelay(QObject):
+    """Carries (done, total) from the worker thread to the GUI thread (a queued signal)."""
+
+    progressed = Signal(int, int)
+
+
+class _LayerTask(Container):
+    """A widget that runs one job at a time on an image layer in a thread worker."""
+
+    def __init__(self, viewer: Any, widgets: list, run_text: str) -> None:
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=lambda _: _image_layers(viewer))
+        self.sensor = _SensorSize()
+        self.run_button = PushButton(text=run_text)
+        self.status = Label(value="")
+        self.worker: FunctionWorker | None = None
+        self._input: Any = None
+        super().__init__(widgets=[self.image, *widgets, self.sensor, self.run_button, self.status])
+        self.run_button.changed.connect(self.run)
+        for event in ("inserted", "removed", "reordered"):
+            getattr(viewer.layers.events, event).connect(self._refresh_layers)
+
+    def _refresh_layers(self, _event: Any = None) -> None:
+        self.image.reset_choices()
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def _start(self, function: Any, *args: Any, **kwargs: Any) -> FunctionWorker:
+        worker = create_worker(
+            function,
+            *args,
+            _worker_class=FunctionWorker,
+            _start_thread=False,
+            _connect={"returned": self._returned, "errored": self._errored},
+            **kwargs,
+        )
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        worker.start()
+        return worker
+
+    def _chosen_layer(self) -> tuple[Any, Any, Any, Any]:
+        """(layer, its pixels, its sensor origin, the sensor size) of the chosen layer."""
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("choose an image layer")
+        data = layer_pixels(layer.data, multiscale=layer.multiscale, rgb=layer.rgb)
+        origin = pixel_origin(layer.translate, layer.scale)
+        return layer, data, origin, sensor_size(self.sensor.pair(), layer.metadata)
+
+    def _add_result(self, data: np.ndarray, suffix: str, full_size: Any, record: dict) -> None:
+        """Add ``data`` as ``<input name> <suffix>``, lying where the input lay."""
+        layer = self._input
+        data, kwargs = output_layer(
+            data,
+            f"{layer.name} {suffix}",
+            scale=layer.scale,
+            translate=layer.translate,
+            full_size=full_size,
+            metadata=record,
+        )
+        self.viewer.add_image(data, **kwargs)
+        self.status.value = f"done: {kwargs['name']}"
+
+    def _errored(self, error: Exception) -> None:
+        self.status.value = f"error: {error}"
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.run_button.enabled = True
+
+    def _returned(self, result: Any) -> None:
+        raise NotImplementedError
+
+    def run(self) -> FunctionWorker | None:
+        raise NotImplementedError
+
+
+class DeblurWidget(_LayerTask):
+    """Deblur an image layer with a trained checkpoint; the result is a new layer
+    ``<name> deblurred`` with the input's scale and translate.
+
+    A translated layer is a crop of a larger sensor: its translate over its scale is its
+    sensor origin, and the sensor size is the one given here, else the layer's recorded
+    one, else the size the checkpoint was trained on.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        references = reference_checkpoints()
+        self.reference = ComboBox(
+            label="reference",
+            choices=[("choose a checkpoint file", None)]
+            + [(name, path) for name, path in references.items()],
+            enabled=bool(references),
+            tooltip="the checkpoints committed with coordgate"
+            if references
+            else "no reference checkpoints found (results/*/checkpoints/)",
+        )
+        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors")
+        self.about = Label(value="no checkpoint chosen")
+        self.device = ComboBox(label="device", choices=devices(), value="auto")
+        self.tile = SpinBox(label="tile (0: auto)", min=0, max=_LARGEST, step=16, value=0)
+        self.overlap = SpinBox(label="overlap (0: auto)", min=0, max=_LARGEST, step=8, value=0)
+        self.normalisation = ComboBox(label="normalisation", choices=list(NORMALISATIONS))
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self._relay = _ProgressRelay()
+        self._relay.progressed.connect(self._progressed, Qt.ConnectionType.QueuedConnection)
+        fields = [self.reference, self.checkpoint, self.about, self.device, self.tile]
+        fields += [self.overlap, self.normalisation]
+        super().__init__(viewer, fields, "Deblur")
+        self.extend([self.progress, self.cancel_button])
+        self.reference.changed.connect(self._reference_chosen)
+        self.checkpoint.changed.connect(self._checkpoint_chosen)
+        self.cancel_button.changed.connect(self.cancel)
+
+    def _reference_chosen(self, path: Path | None) -> None:
+        if path is not None:
+            self.checkpoint.value = path
+
+    def _checkpoint_chosen(self, path: Path) -> None:
+        try:
+            self.about.value = checkpoint_summary(path)
+        except (OSError, ValueError) as error:
+            self.about.value = f"not a coordgate checkpoint: {error}"
+
+    def settings(self) -> DeblurSettings:
+        """The widget's choices, validated."""
+        path = Path(self.checkpoint.value)
+        if not path.is_file():
+            raise ValueError(f"choose a checkpoint file (.safetensors), got {str(path)!r}")
+        return DeblurSettings(
+            checkpoint=path,
+            device=self.device.value,
+            tile=self.tile.value or None,
+            overlap=self.overlap.value or None,
+            normalisation=self.normalisation.value,
+        )
+
+    def run(self) -> FunctionWorker | None:
+        """Start deblurring the chosen layer; the worker, or None when the input is bad."""
+        try:
+            settings = self.settings()
+            layer, data, origin, full_size = self._chosen_layer()
+        except (OSError, ValueError) as error:
+            self.status.value = f"error: {error}"
+            return None
+        self._input = layer
+        self.progress.value = 0
+        self.cancel_button.enabled = True
+        self.status.value = f"deblurring {layer.name} ..."
+        return self._start(self._work, data, settings, origin, full_size)
+
+    def _work(self, data, settings, origin, full_size):
+        """In the worker thread: the result, or None when cancelled."""
+        worker = self.worker
+
+        def report(done: int, total: int) -> None:
+            if worker is not None and worker.abort_requested:
+                raise Cancelled
+            self._relay.progressed.emit(done, total)
+
+        try:
+            result, used = deblur_stack(
+                data, settings, origin=origin, full_size=full_size, progress=report
+            )
+        except Cancelled:
+            return None
+        return result, used, settings.checkpoint
+
+    def _progressed(self, done: int, total: int) -> None:
+        self.progress.max = total
+        self.progress.value = done
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop after the current batch of tiles."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "cancelling ..."
+
+    def _returned(self, result: Any) -> None:
+        if result is None:
+            return
+        data, used, checkpoint = result
+        self._add_result(data, "deblurred", used, {"checkpoint": str(checkpoint)})
+
+    def _finished(self) -> None:
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.value = "cancelled"
+        super()._finished()
+        self.cancel_button.enabled = False
+
+
+class SimulateWidget(_LayerTask):
+    """Blur an image layer with a PSF field (the default lens, a Gaussian field or a
+    ``.npz``, e.g. a calibrated one), optionally with Poisson-Gaussian noise; the result
+    is a new layer ``<name> blurred`` where the input lay."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.field = ComboBox(label="PSF field", choices=list(FIELDS))
+        self.field_file = FileEdit(label="field file", mode="r", filter="*.npz", visible=False)
+        self.noise = CheckBox(label="add noise", value=False)
+        self.photons = FloatSpinBox(label="photons at 1", min=1, max=1e9, value=1000.0)
+        self.read_noise = FloatSpinBox(label="read noise (e-)", min=0, max=1e6, value=2.0)
+        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
+        fields = [self.field, self.field_file, self.noise, self.photons, self.read_noise]
+        super().__init__(viewer, [*fields, self.seed], "Blur")
+        self.field.changed.connect(self._field_chosen)
+        self.noise.changed.connect(self._noise_chosen)
+        self._noise_chosen(False)
+        self._record: tuple = (None, {})
+
+    def _field_chosen(self, kind: str) -> None:
+        self.field_file.visible = kind == "file"
+
+    def _noise_chosen(self, on: bool) -> None:
+        for widget in (self.photons, self.read_noise, self.seed):
+            widget.enabled = on
+
+    def run(self) -> FunctionWorker | None:
+        """Start blurring the chosen layer; the worker, or None when the input is bad."""
+        try:
+            field = load_field(self.field.value, self.field_file.value)
+            layer, data, origin, full_size = self._chosen_layer()
+            if origin is not None and full_size is None:
+                raise ValueError(
+                    f"{layer.name} lies at sensor position {origin}: give the sensor size"
+                )
+        except (OSError, ValueError) as error:
+            self.status.value = f"error: {error}"
+            return None
+        noise = (
+            {"photons": self.photons.value, "read_noise": self.read_noise.value}
+            if self.noise.value
+            else {}
+        )
+        described = str(self.field_file.value) if self.field.value == "file" else self.field.value
+        self._input, self._record = layer, (full_size, {"psf_field": described, **noise})
+        self.status.value = f"blurring {layer.name} ..."
+        return self._start(
+            blur_stack,
+            data,
+            field,
+            origin=origin,
+            full_size=full_size,
+            seed=self.seed.value,
+            **noise,
+        )
+
+    def _returned(self, result: np.ndarray) -> None:
+        self._add_result(result, "blurred", *self._record)

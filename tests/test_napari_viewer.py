@@ -1,0 +1,144 @@
+"""End to end in a real ``napari.Viewer``: open the synthetic sample, deblur it with the
+Deblur dock widget, show input and result side by side (grid mode) and save a screenshot.
+
+The viewer needs an X display and OpenGL: the test runs this file as a script in a child
+process under ``xvfb-run`` (Debian's xvfb, Mesa's software OpenGL) when it is installed,
+else on ``$DISPLAY``; with neither it skips and says why. ``COORDGATE_REQUIRE_NAPARI=1``
+(CI) turns every such skip into a failure. ``COORDGATE_NAPARI_SCREENSHOT=PATH`` keeps a
+copy of the screenshot (``docs/napari_screenshot.png`` comes from here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REQUIRED = os.environ.get("COORDGATE_REQUIRE_NAPARI") == "1"
+SAMPLE = "synthetic (blurred, default lens)"
+TIMEOUT_S = 240
+
+
+def _skip(reason: str) -> None:
+    (pytest.fail if REQUIRED else pytest.skip)(reason)
+
+
+def _display() -> list[str] | None:
+    """The command prefix that gives the child a display, or None when there is none."""
+    if shutil.which("xvfb-run"):
+        return ["xvfb-run", "--auto-servernum", "--server-args=-screen 0 1600x1000x24"]
+    if os.environ.get("DISPLAY"):
+        return []
+    return None
+
+
+def _tiny_checkpoint(directory: Path) -> str:
+    import torch
+
+    from coordgate.models import build_model
+    from coordgate.training import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("cg-unet3", base_channels=4)
+    config = {
+        "model": {"name": "cg-unet3", "options": {"base_channels": 4}},
+        "normalisation": {"low": 1.0, "high": 99.8, "vmin": None, "vmax": None},
+    }
+    return str(save_checkpoint(directory / "tiny.safetensors", model, config))
+
+
+def test_deblur_in_a_real_viewer_and_screenshot(tmp_path):
+    try:
+        import napari  # noqa: F401
+    except ImportError:
+        _skip("napari is not installed (make napari-env): no real-viewer test")
+    prefix = _display()
+    if prefix is None:
+        _skip(
+            "no display for the real napari viewer: install Xvfb (apt-get install xvfb xauth "
+            "libgl1-mesa-dri) or set DISPLAY"
+        )
+    screenshot = tmp_path / "napari_screenshot.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "OMP_NUM_THREADS": "1"}
+    command = [*prefix, sys.executable, __file__, str(screenshot), _tiny_checkpoint(tmp_path)]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert report["status"] == f"done: {SAMPLE} deblurred"
+    assert report["layers"][-2:] == [SAMPLE, f"{SAMPLE} deblurred"]
+    assert report["grid"] and report["result_shape"] == [256, 256]
+    # every panel of the canvas shows an image, not the background
+    assert min(report["panel_std"]) > 5, report["panel_std"]
+    from PIL import Image
+
+    with Image.open(screenshot) as image:
+        assert image.width >= 800 and image.height >= 400
+    if os.environ.get("COORDGATE_NAPARI_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["COORDGATE_NAPARI_SCREENSHOT"])
+
+
+def _pick_checkpoint(widget, fallback: str) -> str:
+    """A committed reference checkpoint (a CoordGate U-Net first) when there is one."""
+    from coordgate.napari.deblur import reference_checkpoints
+
+    names = sorted(reference_checkpoints(), key=lambda name: ("cg-unet" not in name, name))
+    if names:
+        widget.reference.value = widget.reference.get_choice(names[0])
+        return names[0]
+    widget.checkpoint.value = fallback
+    return "tiny untrained cg-unet3"
+
+
+def _run_viewer(screenshot: str, fallback: str) -> dict:
+    import time
+
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="coordgate: deblur in napari")
+    viewer.window.resize(1500, 760)
+    viewer.open_sample("coordgate", "synthetic")
+    viewer.layers.remove("synthetic (sharp)")
+    _, widget = viewer.window.add_plugin_dock_widget("coordgate", "Deblur")
+    widget.image.value = viewer.layers[SAMPLE]
+    used = _pick_checkpoint(widget, fallback)
+    widget.sensor.rows.value = widget.sensor.columns.value = 256  # the frame is the sensor
+    widget.run_button.native.click()
+    app = QApplication.instance()
+    deadline = time.monotonic() + TIMEOUT_S - 60
+    while widget.running and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    viewer.grid.enabled = True
+    viewer.grid.shape = (1, len(viewer.layers))
+    viewer.grid.spacing = 0.05
+    viewer.reset_view()
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    canvas = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3]
+    panels = np.array_split(canvas.mean(axis=-1), len(viewer.layers), axis=1)
+    viewer.screenshot(screenshot, canvas_only=False, flash=False)
+    report = {
+        "checkpoint": used,
+        "status": widget.status.value,
+        "layers": [layer.name for layer in viewer.layers],
+        "grid": viewer.grid.enabled,
+        "result_shape": list(viewer.layers[-1].data.shape),
+        "panel_std": [float(panel.std()) for panel in panels],
+    }
+    viewer.close()
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(_run_viewer(sys.argv[1], sys.argv[2])))
