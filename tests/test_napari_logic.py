@@ -295,3 +295,61 @@ def test_sample_data(tmp_path):
         assert image.min() == 0 and image.max() == 1
     with pytest.raises(ValueError, match="unknown sample"):
         samples.real_sample("lena")
+
+
+@pytest.fixture(scope="module")
+def bead_calibration(tmp_path_factory):
+    """A calibration of 40 simulated beads on a 256x256 sensor, and its saved field."""
+    pytest.importorskip("coordgate.optics.calibration")
+    from coordgate.napari.calibrate import calibrate_beads
+    from coordgate.optics.calibration import simulate_beads
+
+    beads = simulate_beads(PSFField.default(), 256, 40, photons=20000, seed=0)
+    out = tmp_path_factory.mktemp("calibration") / "field.npz"
+    return calibrate_beads(beads.image, 15, out=out), out, beads.image
+
+
+def test_calibrating_a_bead_layer_saves_a_field(bead_calibration, tmp_path):
+    from coordgate.napari.calibrate import available, calibrate_beads
+
+    assert available() == (True, "")
+    result, out, image = bead_calibration
+    assert PSFField.load(out).psf_size == 15 and result.sensor_size == (256, 256)
+    with pytest.raises(ValueError, match=".npz"):
+        calibrate_beads(image, 15, out=tmp_path / "field.tif")
+
+
+def test_calibration_layers_show_beads_montage_and_fwhm(bead_calibration):
+    from coordgate.napari.calibrate import FWHM_CELLS, calibration_layers, fwhm_map
+    from coordgate.optics.calibration import REJECTION_REASONS
+
+    result, _, _ = bead_calibration
+    used, rejected, montage, fwhm = calibration_layers(
+        result, "beads", scale=(2, 2), translate=(10, 20)
+    )
+    counts = result.counts()
+    assert used[0].shape == (counts["used"], 2) and used[2] == "points"
+    assert len(rejected[0]) == counts["found"] - counts["used"] > 0
+    assert set(rejected[1]["features"]["reason"]) <= set(REJECTION_REASONS)
+    assert used[1]["translate"] == (10.0, 20.0) and rejected[1]["name"] == "beads beads rejected"
+    assert montage[0].shape == (17 * (15 + GAP) - GAP,) * 2 and montage[2] == "image"
+    # the FWHM map's pixels lie on the centres of 32 x 32 cells of the 256 px sensor
+    cell = 256 / FWHM_CELLS
+    assert fwhm[1]["scale"] == (2 * cell, 2 * cell)
+    assert fwhm[1]["translate"] == (10 + 2 * (cell / 2 - 0.5), 20 + 2 * (cell / 2 - 0.5))
+    widths = fwhm[0]
+    assert widths.shape == (FWHM_CELLS, FWHM_CELLS)
+    np.testing.assert_allclose(widths, fwhm_map(result.field))
+    centre = widths[14:18, 14:18].mean()
+    assert widths[0, 0] > centre and widths[-1, -1] > centre  # the lens defocuses outward
+
+    stacked = calibration_layers(result, "beads", stacked=True, scale=(1, 1, 1))
+    assert stacked[0][0].shape[1] == 3 and (stacked[0][0][:, 0] == 0).all()
+
+
+def test_bead_sample_is_a_calibration_test_case():
+    pytest.importorskip("coordgate.optics.calibration")
+    from coordgate.napari.calibrate import beads_sample
+
+    [(image, kwargs, kind)] = beads_sample()
+    assert image.shape == (512, 512) and kind == "image" and "beads" in kwargs["name"]

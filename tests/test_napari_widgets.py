@@ -51,8 +51,12 @@ def test_manifest_declares_every_contribution():
     manager.discover()
     manifest = manager.get_manifest("coordgate")
     contributions = manifest.contributions
-    assert {w.display_name for w in contributions.widgets} == {"Deblur", "Simulate blur"}
-    assert {s.key for s in contributions.sample_data} == {"synthetic", *SAMPLES}
+    assert {w.display_name for w in contributions.widgets} == {
+        "Deblur",
+        "Simulate blur",
+        "Calibrate",
+    }
+    assert {s.key for s in contributions.sample_data} == {"synthetic", "beads", *SAMPLES}
     assert [r.filename_patterns for r in contributions.readers] == [["*.npz"]]
     for command in contributions.commands:  # every python_name resolves
         module, _, attribute = command.python_name.partition(":")
@@ -285,3 +289,41 @@ def test_the_plugin_result_matches_the_plain_function(viewer, qtbot, tmp_path):
     finish(qtbot, widget)
     expected, _ = deblur_stack(stack, DeblurSettings(ckpt, normalisation="per-image"))
     np.testing.assert_array_equal(viewer.layers["stack deblurred"].data, expected)
+
+
+def test_calibrate_widget_saves_a_field_and_shows_the_beads(viewer, qtbot, tmp_path):
+    pytest.importorskip("coordgate.optics.calibration")
+    from coordgate.optics.calibration import simulate_beads
+
+    image = simulate_beads(PSFField.default(), 256, 40, photons=20000, seed=0).image
+    layer = viewer.add_image(image, name="beads", translate=(5, 5))
+    widget = widgets.calibrate_widget(viewer)
+    assert isinstance(widget, widgets.CalibrateWidget)
+    qtbot.addWidget(widget.native)
+    widget.image.value = layer
+    widget.psf_size.value = 15
+    assert widget.run() is None and "choose where to save" in widget.status.value
+    widget.out.value = tmp_path / "field.npz"
+    widget.run()
+    finish(qtbot, widget)
+    assert widget.status.value.startswith("done: ") and "field.npz" in widget.status.value
+    assert PSFField.load(tmp_path / "field.npz").psf_size == 15
+    names = [layer.name for layer in viewer.layers]
+    assert names == [
+        "beads",
+        "beads beads used",
+        "beads beads rejected",
+        "beads calibrated PSF grid",
+        "beads FWHM (px)",
+    ]
+    rejected = viewer.layers["beads beads rejected"]
+    assert len(rejected.data) == len(rejected.features["reason"]) > 0
+    np.testing.assert_array_equal(viewer.layers["beads beads used"].translate, (5, 5))
+
+
+def test_calibrate_is_a_note_where_calibration_is_missing(viewer, qtbot, monkeypatch):
+    monkeypatch.setattr(widgets, "available", lambda: (False, "no calibration here"))
+    note = widgets.calibrate_widget(viewer)
+    qtbot.addWidget(note.native)
+    assert not isinstance(note, widgets.CalibrateWidget)
+    assert note[0].value == "no calibration here"

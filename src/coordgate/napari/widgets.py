@@ -29,6 +29,7 @@ from napari.qt.threading import FunctionWorker, create_worker
 from qtpy.QtCore import QObject, Qt, Signal
 
 from coordgate.deblurring import NORMALISATIONS
+from coordgate.napari.calibrate import available, calibrate_beads, calibration_layers
 from coordgate.napari.deblur import (
     Cancelled,
     DeblurSettings,
@@ -40,7 +41,7 @@ from coordgate.napari.deblur import (
 from coordgate.napari.layers import layer_pixels, output_layer, pixel_origin, sensor_size
 from coordgate.napari.simulate import FIELDS, blur_stack, load_field
 
-__all__ = ["DeblurWidget", "SimulateWidget"]
+__all__ = ["CalibrateWidget", "DeblurWidget", "SimulateWidget", "calibrate_widget"]
 
 _LARGEST = 1 << 20  # largest sensor side, tile or overlap a spin box accepts
 
@@ -77,15 +78,16 @@ class _ProgressRelay(QObject):
 class _LayerTask(Container):
     """A widget that runs one job at a time on an image layer in a thread worker."""
 
-    def __init__(self, viewer: Any, widgets: list, run_text: str) -> None:
+    def __init__(self, viewer: Any, widgets: list, run_text: str, sensor: bool = True) -> None:
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=lambda _: _image_layers(viewer))
-        self.sensor = _SensorSize()
+        self.sensor = _SensorSize() if sensor else None
         self.run_button = PushButton(text=run_text)
         self.status = Label(value="")
         self.worker: FunctionWorker | None = None
         self._input: Any = None
-        super().__init__(widgets=[self.image, *widgets, self.sensor, self.run_button, self.status])
+        fields = [self.image, *widgets, *([self.sensor] if sensor else [])]
+        super().__init__(widgets=[*fields, self.run_button, self.status])
         self.run_button.changed.connect(self.run)
         for event in ("inserted", "removed", "reordered"):
             getattr(viewer.layers.events, event).connect(self._refresh_layers)
@@ -119,7 +121,8 @@ class _LayerTask(Container):
             raise ValueError("choose an image layer")
         data = layer_pixels(layer.data, multiscale=layer.multiscale, rgb=layer.rgb)
         origin = pixel_origin(layer.translate, layer.scale)
-        return layer, data, origin, sensor_size(self.sensor.pair(), layer.metadata)
+        given = (0, 0) if self.sensor is None else self.sensor.pair()
+        return layer, data, origin, sensor_size(given, layer.metadata)
 
     def _add_result(self, data: np.ndarray, suffix: str, full_size: Any, record: dict) -> None:
         """Add ``data`` as ``<input name> <suffix>``, lying where the input lay."""
@@ -322,3 +325,49 @@ class SimulateWidget(_LayerTask):
 
     def _returned(self, result: np.ndarray) -> None:
         self._add_result(result, "blurred", *self._record)
+
+
+class CalibrateWidget(_LayerTask):
+    """Calibrate a PSF field from a bead image layer (one frame or a stack of frames of
+    one sensor, each the whole sensor) and save it as a ``.npz``. The used and rejected
+    beads appear as points layers, the field's PSF grid as a montage and its FWHM as a
+    map over the sensor."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.psf_size = SpinBox(label="PSF size K (odd)", min=3, max=255, step=2, value=21)
+        self.snr = FloatSpinBox(label="least bead SNR", min=0.1, max=1e6, value=20.0)
+        self.out = FileEdit(label="save field as", mode="w", filter="*.npz")
+        super().__init__(viewer, [self.psf_size, self.snr, self.out], "Calibrate", sensor=False)
+
+    def run(self) -> FunctionWorker | None:
+        """Start calibrating from the chosen layer; the worker, or None when the input is bad."""
+        try:
+            layer, data, _, _ = self._chosen_layer()
+            out = Path(self.out.value)
+            if out.suffix != ".npz":
+                raise ValueError("choose where to save the PSF field (a .npz file)")
+        except (OSError, ValueError) as error:
+            self.status.value = f"error: {error}"
+            return None
+        self._input = layer
+        self.status.value = f"calibrating from {layer.name} ..."
+        return self._start(calibrate_beads, data, self.psf_size.value, snr=self.snr.value, out=out)
+
+    def _returned(self, result: Any) -> None:
+        layer = self._input
+        made = calibration_layers(
+            result, layer.name, stacked=layer.ndim > 2, scale=layer.scale, translate=layer.translate
+        )
+        for data, kwargs, kind in made:
+            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        counts = result.counts()
+        self.status.value = (
+            f"done: {counts['used']} beads used, {counts['found'] - counts['used']} rejected; "
+            f"field saved to {Path(self.out.value).name}"
+        )
+
+
+def calibrate_widget(viewer: napari.viewer.Viewer) -> Container:
+    """The Calibrate widget, or a note saying why calibration is not available here."""
+    ok, why = available()
+    return CalibrateWidget(viewer) if ok else Container(widgets=[Label(value=why)])
