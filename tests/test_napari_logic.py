@@ -22,6 +22,7 @@ from coordgate.napari.deblur import (
     deblur_stack,
     devices,
     reference_checkpoints,
+    suggested_normalisation,
 )
 from coordgate.napari.fields import GAP, get_reader, psf_montage
 from coordgate.napari.layers import (
@@ -122,6 +123,10 @@ def test_devices_and_checkpoint_summary(tmp_path):
     assert devices()[:2] == ["auto", "cpu"]
     ckpt = save_tiny(tmp_path, full_size=(64, 48))
     assert checkpoint_summary(ckpt) == "cg-unet3, trained on 64x48 frames"
+    assert suggested_normalisation(ckpt) == "checkpoint"
+    bare = save_tiny(tmp_path / "bare", normalisation=None)
+    assert suggested_normalisation(bare) == "none"
+    assert checkpoint_summary(bare).endswith("64x64 frames; no recorded normalisation")
 
 
 def test_settings_are_validated_at_the_door(tmp_path):

@@ -5,7 +5,9 @@ The viewer needs an X display and OpenGL: the test runs this file as a script in
 process under ``xvfb-run`` (Debian's xvfb, Mesa's software OpenGL) when it is installed,
 else on ``$DISPLAY``; with neither it skips and says why. ``COORDGATE_REQUIRE_NAPARI=1``
 (CI) turns every such skip into a failure. ``COORDGATE_NAPARI_SCREENSHOT=PATH`` keeps a
-copy of the screenshot (``docs/napari_screenshot.png`` comes from here).
+copy of the screenshot (``docs/napari_screenshot.png`` comes from here). The checkpoint
+is ``COORDGATE_NAPARI_CHECKPOINT`` when set, else a committed reference checkpoint (a
+CoordGate U-Net first), else a tiny untrained model.
 """
 
 from __future__ import annotations
@@ -86,9 +88,13 @@ def test_deblur_in_a_real_viewer_and_screenshot(tmp_path):
 
 
 def _pick_checkpoint(widget, fallback: str) -> str:
-    """A committed reference checkpoint (a CoordGate U-Net first) when there is one."""
+    """The checkpoint to deblur with (see the module docstring); its name."""
     from coordgate.napari.deblur import reference_checkpoints
 
+    chosen = os.environ.get("COORDGATE_NAPARI_CHECKPOINT")
+    if chosen:
+        widget.checkpoint.value = chosen
+        return chosen
     names = sorted(reference_checkpoints(), key=lambda name: ("cg-unet" not in name, name))
     if names:
         widget.reference.value = widget.reference.get_choice(names[0])

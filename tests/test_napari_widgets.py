@@ -84,6 +84,9 @@ def test_references_are_offered_by_name(viewer, qtbot, tmp_path, monkeypatch):
     widget.reference.value = widget.reference.get_choice("cpu/tiny")
     assert str(widget.checkpoint.value) == ckpt
     assert widget.about.value == "cg-unet3, trained on 48x48 frames"
+    assert widget.normalisation.value == "checkpoint"
+    widget.checkpoint.value = save_tiny(tmp_path / "bare", normalisation=None)
+    assert widget.normalisation.value == "none"  # as the studies' models were trained
 
     monkeypatch.setattr(widgets, "reference_checkpoints", dict)
     empty = widgets.DeblurWidget(viewer)

@@ -21,6 +21,7 @@ __all__ = [
     "Cancelled",
     "DeblurSettings",
     "checkpoint_summary",
+    "suggested_normalisation",
     "deblur_stack",
     "devices",
     "reference_checkpoints",
@@ -67,14 +68,24 @@ def devices() -> list[str]:
 
 
 def checkpoint_summary(path: str | Path) -> str:
-    """One line about a checkpoint: its model and the sensor frame it was trained on."""
+    """One line about a checkpoint: its model, the sensor frame it was trained on and
+    whether it records an intensity normalisation."""
     from coordgate.training.checkpoint import read_checkpoint_config
 
     config = read_checkpoint_config(path)
     name = (config.get("model") or {}).get("name", "unknown model")
     trained = config.get("full_size")
     frame = f", trained on {trained[0]}x{trained[1]} frames" if trained else ""
-    return f"{name}{frame}"
+    recorded = "" if config.get("normalisation") else "; no recorded normalisation"
+    return f"{name}{frame}{recorded}"
+
+
+def suggested_normalisation(path: str | Path) -> str:
+    """``checkpoint`` when the checkpoint records its normalisation, else ``none``: a
+    model trained without one (the studies' models) took intensities as they were."""
+    from coordgate.training.checkpoint import read_checkpoint_config
+
+    return "checkpoint" if read_checkpoint_config(path).get("normalisation") else "none"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from coordgate.napari.deblur import (
     deblur_stack,
     devices,
     reference_checkpoints,
+    suggested_normalisation,
 )
 from coordgate.napari.layers import layer_pixels, output_layer, pixel_origin, sensor_size
 from coordgate.napari.simulate import FIELDS, blur_stack, load_field
@@ -197,6 +198,7 @@ class DeblurWidget(_LayerTask):
     def _checkpoint_chosen(self, path: Path) -> None:
         try:
             self.about.value = checkpoint_summary(path)
+            self.normalisation.value = suggested_normalisation(path)
         except (OSError, ValueError) as error:
             self.about.value = f"not a coordgate checkpoint: {error}"
 
