@@ -267,6 +267,14 @@ def test_eval_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(gate_module, "_CACHE_BYTES", 3 * 4 * 2 * 10 * 10)  # three gates
     layer = CoordGate(2).eval()
     with torch.no_grad():
-        for row in range(6):
-            layer(torch.ones(1, 2, 10, 10), origin=(row, 0), full_size=(20, 20))
+        for row in range(6):  # off the pixel grid: each frame has a gate of its own
+            layer(torch.ones(1, 2, 10, 10), origin=(row + 0.5, 0), full_size=(20, 20))
     assert len(layer._cache) == 3 and layer.cache_bytes == 3 * 4 * 2 * 10 * 10
+    layer.eval()  # already in eval: the gates stay
+    assert len(layer._cache) == 3
+    layer.train().eval()
+    monkeypatch.setattr(gate_module, "_CACHE_BYTES", 2 * 4 * 2 * 20 * 20)  # room for the frame
+    with torch.no_grad():
+        for row in range(6):  # on the pixel grid: crops of one gate of the whole frame
+            layer(torch.ones(1, 2, 10, 10), origin=(row, 0), full_size=(20, 20))
+    assert len(layer._cache) == 1 and layer.cache_bytes == 4 * 2 * 20 * 20

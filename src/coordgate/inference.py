@@ -321,9 +321,9 @@ def _run_windows(
                     )
                     if i == 0:
                         total[window] += weight
-                # eval() clears the gates' per-frame caches: every window has its own origin,
-                # so caching them would only hold memory.
-                model.eval()
+                # The gates' caches are kept across batches: windows on the pooling grid
+                # cut their gates from one cached gate of the sensor per level (see
+                # CoordGate.frame_weights); train(was_training) below clears them.
                 if progress is not None:
                     progress(k + len(batch), len(jobs))
     finally:

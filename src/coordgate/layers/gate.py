@@ -154,7 +154,10 @@ class CoordGate(nn.Module):
         return sum(g.numel() * g.element_size() for g, _ in self._cache.values())
 
     def train(self, mode: bool = True) -> CoordGate:
-        self._cache.clear()
+        # Entering training frees the eval gates; eval() on an eval model keeps them (a
+        # parameter change invalidates them through the cache key anyway).
+        if mode or self.training:
+            self._cache.clear()
         return super().train(mode)
 
     def gate(
@@ -207,7 +210,9 @@ class CoordGate(nn.Module):
                 f"origins and full_sizes must give the same number (>= 1) of frames, "
                 f"got {len(origins)} and {len(full_sizes)}"
             )
-        if self.mode != "mlp":
+        # The batched pass needs the encoder on coordinates; other gates (maps, or a
+        # subclass's own gate()) are stacked frame by frame.
+        if self.mode != "mlp" or type(self).gate is not CoordGate.gate:
             return torch.stack(
                 [
                     self.gate(size, o, f, device=device, dtype=dtype)
@@ -335,12 +340,8 @@ class CoordGate(nn.Module):
         size = tuple(x.shape[2:])
         rows = per_sample_origins(origin, x.shape[0], self.dim)
         if rows is None:
-            if self._computes_in_graph():
-                return self.gate(size, origin, full_size, device=x.device, dtype=x.dtype)[
-                    None
-                ], False
-            gate, nonnegative = self._cached_gate(size, origin, full_size, x.device, x.dtype)
-            return gate[None], nonnegative
+            origin_t, full_t = resolve_frame(size, origin, full_size)
+            return self.frame_weights(size, [origin_t], [full_t], like=x)
         full = resolve_frame(size, rows[0], full_size)[1]
         return self.frame_weights(size, rows, [full] * len(rows), like=x)
 
@@ -355,28 +356,32 @@ class CoordGate(nn.Module):
         """The gates of K frames (K, C, *size) on ``like``'s device and dtype, and whether
         they are known to be non-negative.
 
-        In eval mode, frames whose origins and common ``full_size`` are whole pixels (tiles
-        on the pooling grid, at every U-Net level) are cut from one cached gate of the
-        whole frame; otherwise all frames are evaluated in one batched pass (:meth:`gates`).
+        Training and export evaluate all frames in one batched pass (:meth:`gates`). In eval
+        mode, frames whose origins and common ``full_size`` are whole pixels (the whole
+        image, crops and tiles on the pooling grid, at every U-Net level) are cut from one
+        cached gate of the whole frame; another single frame has its own cached gate.
         """
         size = tuple(int(s) for s in size)
         for o, f in zip(origins, full_sizes):
             resolve_frame(size, o, f)
-        table = (
-            None
-            if self._computes_in_graph()
-            else self._frame_table(size, origins, full_sizes, like)
-        )
-        if table is None:
+        if self._computes_in_graph():
             return self.gates(
                 size, origins, full_sizes, device=like.device, dtype=like.dtype
             ), False
-        whole, nonnegative = table
-        crops = [
-            whole[(slice(None),) + tuple(slice(int(o), int(o) + s) for o, s in zip(origin, size))]
-            for origin in origins
-        ]
-        return torch.stack(crops), nonnegative
+        table = self._frame_table(size, origins, full_sizes, like)
+        if table is not None:
+            whole, nonnegative = table
+            crops = [
+                whole[(slice(None),) + tuple(slice(int(o), int(o) + n) for o, n in zip(at, size))]
+                for at in origins
+            ]
+            return torch.stack(crops) if len(crops) > 1 else crops[0][None], nonnegative
+        if len(origins) == 1:
+            gate, nonnegative = self._cached_gate(
+                size, origins[0], full_sizes[0], like.device, like.dtype
+            )
+            return gate[None], nonnegative
+        return self.gates(size, origins, full_sizes, device=like.device, dtype=like.dtype), False
 
     def _frame_table(self, size, origins, full_sizes, like) -> tuple[torch.Tensor, bool] | None:
         """The cached gate of the whole common frame when every crop lies on its pixels."""
@@ -386,7 +391,7 @@ class CoordGate(nn.Module):
         if any(tuple(f) != full for f in full_sizes) or any(v != int(v) for v in values):
             return None
         table_bytes = self.channels * math.prod(whole) * like.element_size()
-        if table_bytes > _CACHE_BYTES // 2:
+        if table_bytes > _CACHE_BYTES:
             return None
         return self._cached_gate(whole, None, full, like.device, like.dtype)
 
