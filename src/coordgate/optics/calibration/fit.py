@@ -1,0 +1,365 @@
+"""From bead frames to a PSF field: extraction, registration, the smooth fit, rejections.
+
+:func:`calibrate` runs, over all frames of one instrument (one sensor size):
+
+1. :func:`~coordgate.optics.calibration.beads.find_beads` on each frame;
+2. ``doublet``: beads brighter than ``max_flux_ratio`` times the median bead (two beads
+   closer than the PSF look like one bright bead);
+3. a few rounds of: cut each bead's ``K`` x ``K`` PSF at its current sub-pixel centre
+   (Fourier shift), normalise it to unit sum, fit the smooth low-rank field
+   (:func:`~coordgate.optics.calibration.model.fit_smooth_field`), reject as
+   ``shape_outlier`` the beads whose residual against the field is far above the others'
+   (robust z-score above ``outlier_sigma``), and register every bead to the field's PSF
+   at its position (Gauss-Newton on the sub-pixel shift, which is far less noisy than a
+   centroid);
+4. sample the field onto a ``grid_size`` x ``grid_size`` grid of normalised sensor
+   positions, edges included: a :class:`~coordgate.optics.MeasuredField`.
+
+Where a PSF "is": beads lie at unknown positions, so a calibration from them cannot see
+a shift of the PSF that varies smoothly over the sensor (distortion, and the centroid
+shift that coma causes relative to the chief ray). The calibrated PSFs are centred on
+their intensity centroid: each registration round moves every bead by the centroid of
+the fitted PSF at its position, so the field converges to centroid-centred PSFs. Blurring
+with them then moves no object's centroid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from coordgate.optics.calibration.beads import (
+    DETECTION_SIGMA,
+    MARGIN,
+    REJECTION_REASONS,
+    Bead,
+    centroids,
+    find_beads,
+    fourier_shift,
+)
+from coordgate.optics.calibration.model import (
+    DEFAULT_MAX_EXTRAPOLATION,
+    SmoothField,
+    fit_smooth_field,
+    minimum_beads,
+)
+from coordgate.optics.field import DEFAULT_GRID_SIZE, MeasuredField
+
+__all__ = [
+    "DEFAULT_MAX_FLUX_RATIO",
+    "DEFAULT_OUTLIER_SIGMA",
+    "DEFAULT_SNR",
+    "Calibration",
+    "calibrate",
+    "sample_field",
+    "sensor_positions",
+]
+
+DEFAULT_SNR = 20.0
+DEFAULT_MAX_FLUX_RATIO = 1.6
+DEFAULT_OUTLIER_SIGMA = 5.0
+# Fit / register rounds; Gauss-Newton steps per registration.
+_ROUNDS = 4
+_NEWTON_STEPS = 4
+
+
+@dataclass
+class Calibration:
+    """A calibrated field and how it was obtained.
+
+    field: the sampled :class:`MeasuredField`; model: the fitted smooth field; beads:
+    every detected bead's record (``reason`` None for the used ones); psfs (N, K, K)
+    and positions (N, 2) normalised (y, x): the measured PSFs the model was fitted to;
+    sensor_size: (H, W) px; settings: the parameters used.
+    """
+
+    field: MeasuredField
+    model: SmoothField
+    beads: list[Bead]
+    psfs: np.ndarray
+    positions: np.ndarray
+    sensor_size: tuple[int, int]
+    settings: dict[str, Any] = field(default_factory=dict)
+    source: str = "beads"
+
+    def counts(self) -> dict[str, Any]:
+        """Beads found, used, and rejected by reason (every reason listed)."""
+        reasons = Counter(b.reason for b in self.beads if b.reason is not None)
+        return {
+            "found": len(self.beads),
+            "used": sum(b.reason is None for b in self.beads),
+            "rejected": {reason: reasons.get(reason, 0) for reason in REJECTION_REASONS},
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description: counts, rank, smoothing, residuals, extrapolation, beads."""
+        grid_y, grid_x = self.field.grid_positions()
+        yy, xx = np.meshgrid(grid_y.numpy(), grid_x.numpy(), indexing="ij")
+        outside = self.model.extrapolation(yy, xx)
+        used = [b.residual for b in self.beads if b.reason is None]
+        h, w = self.sensor_size
+        return {
+            "source": self.source,
+            "sensor_size": [h, w],
+            "psf_size": self.field.psf_size,
+            "grid_size": list(self.field.psfs.shape[:2]),
+            "beads": self.counts(),
+            "rank": self.model.rank,
+            "smoothing": self.model.smoothing,
+            "cv_error": self.model.cv_error,
+            "residual": {
+                "median": float(np.median(used)) if used else math.nan,
+                "max": float(np.max(used)) if used else math.nan,
+                "definition": "||measured - fitted|| / ||fitted|| per used bead (unit-sum PSFs)",
+            },
+            "extrapolation": {
+                "rule": (
+                    "inside the convex hull of the used beads the thin-plate spline "
+                    "interpolates; outside, its trend is followed for at most "
+                    f"{self.model.max_extrapolation} (normalised units), farther points "
+                    "take the PSF at that distance toward the nearest hull point"
+                ),
+                "max_extrapolation": self.model.max_extrapolation,
+                "grid_points_outside_hull": int((outside > 0).sum()),
+                "grid_points": int(outside.size),
+                "max_distance": float(outside.max()),
+            },
+            "centre": "each PSF's intensity centroid is at its centre pixel",
+            "settings": self.settings,
+            "per_bead": [
+                {
+                    **b.as_dict(),
+                    "y": float((2 * b.row + 1) / h - 1),
+                    "x": float((2 * b.col + 1) / w - 1),
+                }
+                for b in self.beads
+            ],
+        }
+
+
+def sensor_positions(rows: np.ndarray, cols: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pixel positions -> normalised sensor coordinates (N, 2) (y, x), edges at +-1."""
+    h, w = size
+    return np.stack([(2 * np.asarray(rows) + 1) / h - 1, (2 * np.asarray(cols) + 1) / w - 1], 1)
+
+
+def sample_field(model: SmoothField, grid_size: int) -> MeasuredField:
+    """The model sampled on a grid_size x grid_size grid spanning [-1, 1], edges included."""
+    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
+        raise ValueError(f"grid_size must be an integer >= 2, got {grid_size!r}")
+    line = np.linspace(-1, 1, grid_size)
+    yy, xx = np.meshgrid(line, line, indexing="ij")
+    psfs = model.psfs_at(yy.ravel(), xx.ravel()).reshape(grid_size, grid_size, *model.mean.shape)
+    k = model.psf_size
+    return MeasuredField(torch.from_numpy(psfs.reshape(grid_size, grid_size, k, k)), line, line)
+
+
+def _cut(windows: np.ndarray, shifts: np.ndarray, k: int) -> np.ndarray:
+    """Each bead's K x K PSF, its centre at the window centre plus ``shift``, unit sum."""
+    crop = slice(MARGIN, MARGIN + k)
+    psfs = fourier_shift(windows, -shifts)[:, crop, crop]
+    total = psfs.sum(axis=(-2, -1), keepdims=True)
+    return psfs / np.where(total > 0, total, 1.0)
+
+
+def _register(windows: np.ndarray, shifts: np.ndarray, models: np.ndarray) -> np.ndarray:
+    """Sub-pixel shifts that best align each window with flux * its model PSF (Gauss-Newton).
+
+    windows (N, W, W), shifts (N, 2) start values, models (N, K, K) -> shifts (N, 2).
+    """
+    n, size = windows.shape[:2]
+    k = models.shape[-1]
+    crop = slice(MARGIN, MARGIN + k)
+    spectrum = np.fft.fft2(windows)
+    ky = np.fft.fftfreq(size)[:, None]
+    kx = np.fft.fftfreq(size)[None, :]
+    model = models.reshape(n, -1)
+    shifts = shifts.copy()
+    for _ in range(_NEWTON_STEPS):
+        # The window translated by -shift, and its derivatives with respect to the shift.
+        phase = spectrum * np.exp(
+            2j * np.pi * (shifts[:, 0, None, None] * ky + shifts[:, 1, None, None] * kx)
+        )
+        parts = [phase, phase * (2j * np.pi * ky), phase * (2j * np.pi * kx)]
+        data, dy, dx = (np.fft.ifft2(p).real[:, crop, crop].reshape(n, -1) for p in parts)
+        flux = (data * model).sum(1) / (model * model).sum(1)
+        residual = data - flux[:, None] * model
+        jacobian = np.stack([dy, dx], axis=-1)
+        normal = np.einsum("npi,npj->nij", jacobian, jacobian) + 1e-12 * np.eye(2)
+        step = -np.linalg.solve(normal, np.einsum("npi,np->ni", jacobian, residual)[..., None])
+        shifts = shifts + np.clip(step[..., 0], -0.5, 0.5)
+    return np.clip(shifts, -(MARGIN - 1), MARGIN - 1)
+
+
+def _residuals(psfs: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    n = len(psfs)
+    difference = (psfs - fitted).reshape(n, -1)
+    return np.linalg.norm(difference, axis=1) / np.linalg.norm(fitted.reshape(n, -1), axis=1)
+
+
+def _outliers(residuals: np.ndarray, sigma: float) -> np.ndarray:
+    """Residuals far above the rest: robust z-score above sigma and 1.5x the median."""
+    median = np.median(residuals)
+    spread = 1.4826 * np.median(np.abs(residuals - median))
+    return (residuals - median > sigma * max(spread, 1e-12)) & (residuals > 1.5 * median)
+
+
+def _too_few(beads: list[Bead], needed: int, k: int, rank: int | None) -> ValueError:
+    """The error for too few usable beads, naming the likely cause."""
+    counts = Counter(b.reason for b in beads)
+    usable = counts.get(None, 0)
+    detail = ", ".join(f"{r}: {counts[r]}" for r in REJECTION_REASONS if counts.get(r))
+    what = f"rank {rank}" if rank else "a smooth field"
+    base = f"{len(beads)} beads found, {usable} usable ({detail or 'none rejected'})"
+    if counts.get("saturated") and counts["saturated"] == len(beads) - counts.get("border", 0):
+        return ValueError(
+            f"all {counts['saturated']} beads inside the frame are saturated: lower the "
+            "exposure or the illumination, or give the true --saturation level"
+        )
+    overlaps = counts.get("overlap", 0)
+    if overlaps and overlaps >= max(counts.get(r, 0) for r in REJECTION_REASONS):
+        return ValueError(
+            f"--psf-size {k} is too large for the bead spacing: {base}; {what} needs "
+            f"{needed}. Use a smaller --psf-size (or --min-separation), or a sparser sample"
+        )
+    return ValueError(f"too few beads: {base}; {what} needs at least {needed}")
+
+
+def _check_frames(frames: Any, psf_size: int) -> np.ndarray:
+    """Frames as float64 (F, H, W), refused when not finite or too small for the PSF size."""
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.ndim == 2:
+        frames = frames[None]
+    if frames.ndim != 3 or frames.size == 0:
+        raise ValueError(f"frames must be (H, W) or (F, H, W), got shape {frames.shape}")
+    if not np.isfinite(frames).all():
+        raise ValueError("bead frames must be finite (no NaN or infinite pixels)")
+    odd = isinstance(psf_size, int) and not isinstance(psf_size, bool) and psf_size % 2 == 1
+    if not odd or psf_size < 3:
+        raise ValueError(f"psf_size must be an odd integer >= 3, got {psf_size!r}")
+    if psf_size + 2 * MARGIN > min(frames.shape[1:]):
+        raise ValueError(
+            f"--psf-size {psf_size} does not fit a {frames.shape[1]}x{frames.shape[2]} frame "
+            f"with its {MARGIN} px registration margin"
+        )
+    return frames
+
+
+def _extract(
+    frames: np.ndarray,
+    psf_size: int,
+    snr: float,
+    min_separation: float | None,
+    saturation: float | None,
+) -> tuple[list[Bead], np.ndarray, np.ndarray, list[int]]:
+    """Beads of all frames: records, windows (N, W, W), integer centres (N, 2) and the
+    indices of the N records the windows belong to."""
+    beads, windows, centres, kept = [], [], [], []
+    for index, frame in enumerate(frames):
+        found = find_beads(
+            frame,
+            psf_size,
+            frame_index=index,
+            snr=snr,
+            min_separation=min_separation,
+            saturation=saturation,
+        )
+        kept += [len(beads) + i for i in found.kept]
+        beads += found.beads
+        windows.append(found.windows)
+        centres.append(found.centres)
+    if not beads:
+        raise ValueError(
+            f"no beads found: no object stands {DETECTION_SIGMA:g} x the noise above the "
+            f"background in {len(frames)} frame(s)"
+        )
+    return beads, np.concatenate(windows), np.concatenate(centres).astype(np.float64), kept
+
+
+def calibrate(
+    frames: Any,
+    psf_size: int,
+    *,
+    rank: int | None = None,
+    smoothing: float | None = None,
+    snr: float = DEFAULT_SNR,
+    min_separation: float | None = None,
+    saturation: float | None = None,
+    max_flux_ratio: float = DEFAULT_MAX_FLUX_RATIO,
+    outlier_sigma: float = DEFAULT_OUTLIER_SIGMA,
+    grid_size: int = DEFAULT_GRID_SIZE,
+    max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION,
+) -> Calibration:
+    """Calibrate a PSF field from bead frames (F, H, W) or (H, W) of one sensor.
+
+    psf_size: K, odd; rank / smoothing: of the smooth field (None: cross-validated);
+    snr: least bead SNR; min_separation: least distance between beads, px (default K/2);
+    saturation: clipping level (default: detected per frame); max_flux_ratio: beads
+    brighter than this times the median are doublets; outlier_sigma: robust z-score of a
+    shape outlier; grid_size: points per axis of the sampled field. See the module
+    docstring. Raises ``ValueError`` naming the problem when no usable field results.
+    """
+    frames = _check_frames(frames, psf_size)
+    if not (snr > 0 and max_flux_ratio > 1 and outlier_sigma > 0):
+        raise ValueError(
+            f"need snr > 0, max_flux_ratio > 1 and outlier_sigma > 0, got {snr}, "
+            f"{max_flux_ratio}, {outlier_sigma}"
+        )
+    size = frames.shape[1:]
+    beads, windows, centres, kept = _extract(frames, psf_size, snr, min_separation, saturation)
+    fluxes = np.array([beads[i].flux for i in kept])
+    if len(kept) >= 3:
+        for i, flux in zip(kept, fluxes):
+            if flux > max_flux_ratio * np.median(fluxes):
+                beads[i].reason = "doublet"
+    active = np.array([beads[i].reason is None for i in kept], dtype=bool)
+    needed = minimum_beads(rank)
+    fit = partial(
+        fit_smooth_field, rank=rank, smoothing=smoothing, max_extrapolation=max_extrapolation
+    )
+    shifts = np.array([[beads[i].row, beads[i].col] for i in kept]).reshape(-1, 2) - centres
+    for round_ in range(_ROUNDS + 1):
+        if active.sum() < needed:
+            raise _too_few(beads, needed, psf_size, rank)
+        psfs = _cut(windows, shifts, psf_size)
+        positions = sensor_positions(*(centres + shifts).T, size)
+        model = fit(psfs[active], positions[active])
+        fitted = model.psfs_at(positions[:, 0], positions[:, 1])
+        if round_ == _ROUNDS:
+            break
+        if round_ > 0:
+            outliers = np.zeros_like(active)
+            outliers[active] = _outliers(_residuals(psfs[active], fitted[active]), outlier_sigma)
+            for j in np.flatnonzero(outliers):
+                beads[kept[j]].reason = "shape_outlier"
+            active &= ~outliers
+        shifts = _register(windows, shifts, fitted) + centroids(fitted)
+    residuals = _residuals(psfs, fitted)
+    for j, i in enumerate(kept):
+        beads[i].row, beads[i].col = (centres[j] + shifts[j]).tolist()
+        beads[i].residual = float(residuals[j])
+    settings = {
+        "snr": snr,
+        "min_separation": float(psf_size / 2 if min_separation is None else min_separation),
+        "saturation": saturation,
+        "max_flux_ratio": max_flux_ratio,
+        "outlier_sigma": outlier_sigma,
+        "rank": rank,
+        "smoothing": smoothing,
+        "frames": len(frames),
+    }
+    return Calibration(
+        field=sample_field(model, grid_size),
+        model=model,
+        beads=beads,
+        psfs=psfs[active],
+        positions=positions[active],
+        sensor_size=tuple(int(s) for s in size),
+        settings=settings,
+    )
