@@ -1,8 +1,9 @@
 """Run every ``benchmarks/bench_*.py`` (or those named) and write one JSON file each.
 
 Each module exposes ``run(quick: bool) -> dict``. Results go to
-``benchmarks/results/<name>.json`` together with the machine, versions and the time
-they were measured. Timings are compared as ratios measured in the same run.
+``benchmarks/results/<name>.json`` together with the machine, versions, the time they
+were measured and the load average at start and end (the machine may be shared).
+Timings are compared as ratios measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from benchmarks.timing import load
 from coordgate.provenance import environment
 
 HERE = Path(__file__).parent
@@ -38,11 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or names:
         print(f"== benchmark {name}", flush=True)
+        at_start = load()
         result = importlib.import_module(f"benchmarks.bench_{name}").run(quick=args.quick)
         record = {
             "benchmark": name,
             "quick": args.quick,
             "environment": environment(),
+            "machine_at_start": at_start,
+            "machine_at_end": load(),
             "results": result,
         }
         path = args.out / f"{name}.json"

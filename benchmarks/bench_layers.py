@@ -17,6 +17,14 @@ Float32 on the CPU with one torch thread, batch 4, 32 -> 32 channels, 3x3 kernel
 A case whose estimated memory (weights, gradients and unfolded patches) exceeds 60 % of the
 machine's available memory is not run and is reported with that estimate: at 256x256 the
 locally-connected layer alone holds 65536 x 32 x 288 weights (2.4 GB).
+
+``gate_fusion`` (issue 14): at 4x32x256² (4x32x128² with ``--quick``), eval, the gate
+cached, timed in turns on one thread and then on two: ``nn.Conv2d``; ``CoordGateConv``
+(the gate fused into the convolution, see :mod:`coordgate.layers.fused`); the unfused
+path it replaced (convolution, then the multiply in place); and the multiply alone. Then
+both layers compiled with ``torch.compile`` (Inductor, C++ on the CPU, ``freezing``),
+with their compile times (not with ``--quick``). One-thread ratios are given on wall and
+thread-CPU clocks (the latter is what a busy machine inflates least).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import ratios, time_clocks, time_interleaved
 
 __all__ = ["LAYERS", "run"]
 
@@ -180,9 +188,97 @@ def run(quick: bool = False) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        return _run(quick)
+        return {**_run(quick), "gate_fusion": gate_fusion(quick)}
     finally:
         torch.set_num_threads(threads)
+
+
+def _fusion_cases(size: int) -> dict:
+    from coordgate import CoordGateConv
+
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, CHANNELS, size, size)
+    conv = nn.Conv2d(CHANNELS, CHANNELS, KERNEL, padding="same").eval()
+    gated = CoordGateConv(CHANNELS, CHANNELS, KERNEL).eval()
+    with torch.no_grad():
+        gate = gated.gate.weights_for(gated.conv(x))  # cached from here on
+        features = conv(x)
+    return {
+        "conv2d": lambda: conv(x),
+        "coordgateconv": lambda: gated(x),
+        "unfused": lambda: gated.conv(x).mul_(gate),
+        "multiply_alone": lambda: features.mul_(gate),
+    }, (conv, gated, x)
+
+
+def _compiled(conv: nn.Module, gated: nn.Module, x: torch.Tensor) -> dict:
+    import time
+
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True  # parameters are constants: the gate may fold away
+    out = {}
+    with torch.no_grad():
+        compiled = {}
+        for name, layer in (("conv2d", conv), ("coordgateconv", gated)):
+            start = time.perf_counter()
+            compiled[name] = torch.compile(layer)
+            compiled[name](x)
+            out[f"compile_s_{name}"] = round(time.perf_counter() - start, 1)
+        out["max_abs_difference_to_eager"] = float(
+            (compiled["coordgateconv"](x) - gated(x)).abs().max()
+        )
+        cases = {
+            "conv2d": lambda: conv(x),
+            "coordgateconv": lambda: gated(x),
+            "compiled conv2d": lambda: compiled["conv2d"](x),
+            "compiled coordgateconv": lambda: compiled["coordgateconv"](x),
+        }
+        seconds = time_clocks(cases, repeats=7, warmup=1)
+    out["ratios"] = ratios(
+        seconds,
+        {
+            "compiled coordgateconv / compiled conv2d": (
+                "compiled coordgateconv",
+                "compiled conv2d",
+            ),
+            "compiled coordgateconv / conv2d": ("compiled coordgateconv", "conv2d"),
+            "compiled conv2d / conv2d": ("compiled conv2d", "conv2d"),
+            "coordgateconv / conv2d": ("coordgateconv", "conv2d"),
+        },
+    )
+    return out
+
+
+def gate_fusion(quick: bool) -> dict:
+    """CoordGateConv eval over Conv2d with the gate fused, unfused, and compiled."""
+    size = 128 if quick else 256
+    cases, (conv, gated, x) = _fusion_cases(size)
+    pairs = {
+        "coordgateconv / conv2d": ("coordgateconv", "conv2d"),
+        "unfused / conv2d": ("unfused", "conv2d"),
+        "multiply alone / conv2d": ("multiply_alone", "conv2d"),
+    }
+    result = {"shape": [BATCH, CHANNELS, size, size], "dtype": "float32"}
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                seconds = time_clocks(cases, repeats=5 if quick else 11, warmup=2)
+            found = ratios(seconds, pairs)
+            if n > 1:  # the calling thread's CPU time misses the other thread's work
+                found = {k: {"wall": v["wall"]} for k, v in found.items()}
+            result[f"threads_{n}"] = found
+        torch.set_num_threads(1)
+        if not quick:
+            result["compiled_threads_1"] = _compiled(conv, gated, x)
+    finally:
+        torch.set_num_threads(threads)
+    best = result["threads_1"]["coordgateconv / conv2d"]["thread_cpu"]
+    result["target"] = "CoordGateConv eval <= 1.05x Conv2d (one thread, thread CPU time)"
+    result["target_met"] = best <= 1.05
+    return result
 
 
 def _run(quick: bool) -> dict:

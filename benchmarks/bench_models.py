@@ -8,6 +8,16 @@
   CPU: wall time and peak resident memory of a fresh process during prediction (Linux
   ``VmHWM`` after resetting it), next to its memory before prediction (torch and the
   model alone).
+
+Issue 14, on one thread, timed in turns (wall and thread-CPU clocks):
+
+- ``gate_overhead_training``: batch 16 of 64x64 crops of a 256x256 sensor, base_channels 8:
+  U-Net(3), CG U-Net(3) with one frame for the batch, CG U-Net(3) with a sensor origin per
+  sample (random crops);
+- ``inference``: CG U-Net(3) / U-Net(3) in eval, base_channels 8, a 256x256 image whole
+  and a 2048x2048 image (1024x1024 with ``--quick``) tiled by ``predict(tile="auto")``;
+  steady state (gates cached by the first call, as for every further frame of a
+  ``coordgate deblur`` run), plus the first call of each.
 """
 
 from __future__ import annotations
@@ -16,10 +26,11 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import torch
 
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import ratios, time_clocks, time_interleaved
 from coordgate.models import build_model, count_parameters
 
 __all__ = ["run"]
@@ -80,6 +91,105 @@ def _train_step(name: str, generator: torch.Generator):
     return model, step
 
 
+def _gate_training_steps() -> dict:
+    """Steps of U-Net(3) and CG U-Net(3), one frame or a sensor origin per sample."""
+    generator = torch.Generator().manual_seed(0)
+    blurred, sharp = torch.rand(2, 16, 1, 64, 64, generator=generator)
+    origins = torch.randint(0, 256 - 64 + 1, (16, 2), generator=generator)
+    shared = torch.tensor([[96, 96]] * 16)
+    steps = {}
+    for label, name, origin in (
+        ("unet3", "unet3", origins),
+        ("cg-unet3 one frame", "cg-unet3", shared),
+        ("cg-unet3 per-sample origins", "cg-unet3", origins),
+    ):
+        torch.manual_seed(0)
+        model = build_model(name, base_channels=8)
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(model=model, optimiser=optimiser, origin=origin) -> None:
+            optimiser.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(model(blurred, origin, (256, 256)), sharp)
+            loss.backward()
+            optimiser.step()
+
+        steps[label] = step
+    return steps
+
+
+def _inference_cases(size: int, tiled: bool) -> tuple[dict, dict]:
+    from coordgate.inference import predict
+
+    torch.manual_seed(0)
+    models = {name: build_model(name, base_channels=8).eval() for name in ("unet3", "cg-unet3")}
+    image = torch.rand(size, size)
+    first = {}
+    cases = {}
+    for name, model in models.items():
+        if tiled:
+            call = lambda model=model: predict(model, image, tile="auto")  # noqa: E731
+        else:
+            x = image[None, None]
+
+            def call(model=model, x=x):
+                with torch.inference_mode():
+                    return model(x)
+
+        start = time.thread_time()
+        call()
+        first[name] = round(time.thread_time() - start, 3)
+        cases[name] = call
+    return cases, first
+
+
+def gate_costs(quick: bool) -> dict:
+    """The gate's cost in training steps and in inference, as ratios to U-Net(3)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds = time_clocks(_gate_training_steps(), repeats=3 if quick else 9, warmup=1)
+        training = ratios(
+            seconds,
+            {
+                "cg-unet3 one frame / unet3": ("cg-unet3 one frame", "unet3"),
+                "cg-unet3 per-sample origins / unet3": ("cg-unet3 per-sample origins", "unet3"),
+            },
+        )
+        inference = {}
+        large = 1024 if quick else 2048
+        for label, size, tiled, repeats in (
+            ("256x256 whole", 256, False, 5 if quick else 15),
+            (f"{large}x{large} tiled", large, True, 2 if quick else 3),
+        ):
+            cases, first = _inference_cases(size, tiled)
+            measured = time_clocks(cases, repeats=repeats, warmup=1)
+            inference[label] = {
+                "ratio cg-unet3 / unet3": ratios(measured, {"r": ("cg-unet3", "unet3")})["r"],
+                "first_call_thread_cpu_s": first,
+                "steady_thread_cpu_s": {k: round(v, 3) for k, v in measured["thread_cpu"].items()},
+            }
+    finally:
+        torch.set_num_threads(threads)
+    per_sample = training["cg-unet3 per-sample origins / unet3"]["thread_cpu"]
+    worst = max(v["ratio cg-unet3 / unet3"]["thread_cpu"] for v in inference.values())
+    return {
+        "threads": 1,
+        "gate_overhead_training": {
+            "batch": 16,
+            "crop": 64,
+            "sensor": 256,
+            "base_channels": 8,
+            "seconds": {c: {k: round(v, 4) for k, v in per.items()} for c, per in seconds.items()},
+            "ratios": training,
+        },
+        "inference": inference,
+        "targets": {
+            "per-sample-origin training step <= 1.3x U-Net(3) (thread CPU)": per_sample <= 1.3,
+            "CG U-Net(3) inference <= 1.10x U-Net(3), 256² and tiled (thread CPU)": worst <= 1.10,
+        },
+    }
+
+
 def _deblur(size: int, base_channels: int) -> dict:
     completed = subprocess.run(
         [sys.executable, "-c", _DEBLUR, str(size), str(base_channels)],
@@ -119,4 +229,5 @@ def run(quick: bool) -> dict:
             for base in (PRESET["base_channels"], 16)
         },
         "deblur_target_peak_mb": 2048,
+        "gate_costs": gate_costs(quick),
     }

@@ -15,6 +15,13 @@ process, which reports:
 
 The ratio ``exact / lowrank`` of forward times and the relative L2 error of lowrank
 against exact (on the camera test image) come from the same run.
+
+``operators``: the low-rank operator at 1024² (256² with ``--quick``) with 8 eigen-PSFs of
+31x31, in this process on one thread, every padding mode's ``A`` and ``A_T`` timed in
+turns: adjoint / forward per padding, and each padding's forward over zero padding's.
+When deepinv is importable, its ``SpaceVaryingBlur(use_fft=True)`` runs on the same
+kernels and multipliers in the same turns (ours / deepinv per padding); deepinv is not a
+dependency, and the result says so when it is absent.
 """
 
 from __future__ import annotations
@@ -29,7 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import ratios, time_clocks
+
 PSF_SIZE = 31
+OPERATOR_RANK = 8
+PADDINGS = ("zero", "reflect", "replicate", "circular")
+# deepinv's names for our padding modes
+_DEEPINV_PADDING = {
+    "zero": "constant",
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "circular": "circular",
+}
 MIB = 1 << 20
 # One thread per case: on a shared machine, oversubscribed OpenMP threads make timings
 # (LAPACK's most of all) swing by orders of magnitude; both methods get the same budget.
@@ -101,6 +119,85 @@ def case(size: int, method: str, output: Path) -> dict:
     }
 
 
+def _deepinv_operators(op, paddings) -> tuple[dict, str | None]:
+    """deepinv's FFT product-convolution on ``op``'s kernels and multipliers, per padding,
+    or ({}, why not)."""
+    try:
+        import deepinv
+    except ImportError:
+        return {}, "deepinv is not installed (optional: pip install deepinv to compare)"
+    filters, multipliers = op.kernels[None, None], op.weights[None, None]
+    built = {}
+    try:
+        for padding in paddings:
+            built[padding] = deepinv.physics.SpaceVaryingBlur(
+                filters=filters,
+                multipliers=multipliers,
+                padding=_DEEPINV_PADDING[padding],
+                use_fft=True,
+            )
+    except Exception as error:  # an API change must not stop the benchmark
+        return {}, f"deepinv {deepinv.__version__} could not be set up: {error!r}"
+    return built, None
+
+
+def operators(quick: bool) -> dict:
+    """Forward and adjoint of every padding mode, timed in turns in this process."""
+    import torch
+
+    from coordgate.optics import PSFField, SpatiallyVaryingBlur
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        size = 256 if quick else 1024
+        field = PSFField.default(psf_size=PSF_SIZE)
+        ops = {
+            padding: SpatiallyVaryingBlur(
+                field, (size, size), method="lowrank", rank=OPERATOR_RANK, padding=padding
+            )
+            for padding in PADDINGS
+        }
+        x = torch.from_numpy(_image(size))[None, None]
+        cases = {}
+        for padding, op in ops.items():
+            cases[f"{padding}/A"] = lambda op=op: op.A(x)
+            cases[f"{padding}/A_T"] = lambda op=op: op.A_T(x)
+        theirs, absent = _deepinv_operators(ops["zero"], PADDINGS)
+        for padding, physics in theirs.items():
+            cases[f"deepinv {padding}/A"] = lambda physics=physics: physics.A(x)
+        with torch.no_grad():
+            seconds = time_clocks(cases, repeats=3 if quick else 7, warmup=1)
+        pairs = {f"{p} adjoint / forward": (f"{p}/A_T", f"{p}/A") for p in PADDINGS}
+        pairs.update({f"{p} forward / zero forward": (f"{p}/A", "zero/A") for p in PADDINGS})
+        pairs.update(
+            {f"deepinv {p} / ours (forward)": (f"deepinv {p}/A", f"{p}/A") for p in theirs}
+        )
+        found = ratios(seconds, pairs)
+        worst = max(v["thread_cpu"] for k, v in found.items() if "adjoint" in k)
+        return {
+            "size": size,
+            "rank": OPERATOR_RANK,
+            "psf_size": PSF_SIZE,
+            "threads": torch.get_num_threads(),
+            "fft_shapes": {p: list(op._lowrank(x)[0]) for p, op in ops.items()},
+            "seconds": {
+                clock: {k: round(v, 4) for k, v in per.items()} for clock, per in seconds.items()
+            },
+            "ratios": found,
+            "deepinv": absent or "measured",
+            "targets": {
+                "adjoint / forward <= 1.2 (every padding, thread CPU time)": worst <= 1.2,
+                "circular forward no slower than zero": found["circular forward / zero forward"][
+                    "thread_cpu"
+                ]
+                <= 1.0,
+            },
+        }
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _run_case(size: int, method: str, output: Path) -> dict:
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "benchmarks.bench_optics", str(size), method, str(output)]
@@ -137,6 +234,7 @@ def run(quick: bool) -> dict:
 
     largest = cases[-1]
     return {
+        "operators": operators(quick),
         "psf_size": PSF_SIZE,
         "field": PSFField.default(psf_size=PSF_SIZE).config(),
         "image": "skimage camera, resized, float32, (1, 1, n, n)",

@@ -321,9 +321,9 @@ def _run_windows(
                     )
                     if i == 0:
                         total[window] += weight
-                # The gates' caches are kept across batches: windows on the pooling grid
-                # cut their gates from one cached gate of the sensor per level (see
-                # CoordGate.frame_weights); train(was_training) below clears them.
+                # The gates' caches are kept across batches (and calls, for a model in eval
+                # mode): windows on the pooling grid cut their gates from one cached gate
+                # of the sensor per level (see CoordGate.frame_weights).
                 if progress is not None:
                     progress(k + len(batch), len(jobs))
     finally:
