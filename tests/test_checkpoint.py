@@ -50,6 +50,20 @@ def test_round_trip_rebuilds_the_same_model(saved, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
 
 
+def test_half_precision_copy_loads_into_a_float_model(saved, tmp_path):
+    model, path = saved
+    half = save_checkpoint(
+        tmp_path / "half" / "best.safetensors", model, {"model": SPEC}, dtype=torch.float16
+    )
+    # tiny model: the JSON metadata is a good part of the file
+    assert half.stat().st_size < 0.7 * path.stat().st_size
+    loaded, _ = load_checkpoint(half)
+    weights = dict(loaded.named_parameters())
+    assert all(p.dtype == torch.float32 for p in weights.values())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(weights[name], p.half().float())
+
+
 def test_truncated_checkpoint_is_a_clear_error(saved):
     _, path = saved
     data = path.read_bytes()

@@ -142,9 +142,16 @@ def train_args(cache: str, out, *extra: str) -> list[str]:
 def test_train_resume_evaluate_and_deblur(pair_cache, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(train_args(pair_cache, run, "--epochs", "2")) == 0
-    assert "best epoch" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "best epoch" in printed and "blurred input: val PSNR" in printed
+    assert "dB over the blurred input's" in printed
     config = json.loads((run / "best.json").read_text())
-    assert config["model"] == {"name": "cg-unet3", "options": {"base_channels": 2}}
+    # the study's defaults: residual learning and its schedule
+    assert config["model"] == {
+        "name": "cg-unet3",
+        "options": {"base_channels": 2, "residual": True},
+    }
+    assert config["training"]["schedule"] == "cosine" and config["training"]["warmup_epochs"] == 1
     assert config["full_size"] == [24, 32] and config["dataset"]["crop"] == [8, 8]
     assert config["normalisation"]["vmin"] is None  # per-image percentiles
     assert "psf_field" in config and config["training"]["epochs"] == 2

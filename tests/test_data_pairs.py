@@ -52,6 +52,21 @@ def test_sample_is_the_crop_of_the_full_blurred_frame(tmp_path, field):
     assert not torch.allclose(small.A(item["sharp"][None])[0], item["blurred"], atol=1e-3)
 
 
+def test_several_crops_per_frame_each_epoch(tmp_path, field):
+    cache = _build(tmp_path / "c", field, noise=None)
+    single = PairDataset(cache, "train", crop=(17, 13), seed=1)
+    area = PairDataset(cache, "train", crop=(17, 13), seed=1, crops_per_frame="area")
+    # ceil(37 * 31 / (17 * 13)) = 6 crops cover a frame's area
+    assert area.crops_per_frame == 6 and len(area) == 6 * len(single)
+    items = [area[i] for i in range(6)]
+    assert {item["index"] for item in items} == {single[0]["index"]}
+    assert len({tuple(item["origin"].tolist()) for item in items}) > 1
+    # the first crop of every frame is the one a single-crop epoch draws
+    assert torch.equal(items[0]["origin"], single[0]["origin"])
+    with pytest.raises(ValueError, match="crops_per_frame"):
+        PairDataset(cache, "train", crop=8, crops_per_frame=0)
+
+
 def test_whole_frames_and_noise(tmp_path, field):
     clean = _build(tmp_path / "clean", field, noise=None)
     noisy = _build(tmp_path / "noisy", field, noise=NoiseModel(photons=100, read_noise=1))

@@ -7,10 +7,11 @@ import pytest
 
 from coordgate.cli import main
 from coordgate.experiments.deblur import PRESETS, deblur_claims, run_study
+from coordgate.training import load_checkpoint
 
 TINY = replace(
     PRESETS["quick"], frame=32, images=20, base_channels=2, epochs=2, batch_size=4,
-    models=("unet3", "cg-unet3"), time_budget_s=None,
+    models=("unet3", "cg-unet3"), time_budget_s=None, headline_seeds=2,
 )  # fmt: skip
 
 
@@ -51,9 +52,22 @@ def test_outputs_and_results_shape(study):
             assert row[key] is not None, key
         assert row["epochs"] == 2 and len(row["val_psnr"]) == 2
         assert 0 < row["psnr"] < 60 and -1 <= row["ssim"] <= 1
+        # headline models: one test PSNR and one set of per-frame scores per seed
+        assert len(row["psnr_seeds"]) == len(row["runs"]) == len(row["psnr_frames"]) == 2
+        assert [run["seed"] for run in row["runs"]] == [0, 1]
+        assert row["stopped"] == row["runs"][0]["stopped"] == "epochs"
+        assert len(row["psnr_frames"][0]) == saved["dataset"]["test"]
+        assert row["psnr"] == pytest.approx(sum(row["psnr_seeds"]) / 2)
+    assert saved["models"][0]["psnr_seeds"][0] != saved["models"][0]["psnr_seeds"][1]
     assert saved["models"][1]["params"] > saved["models"][0]["params"]
     assert saved["blurred_input"]["psnr"] > 0
     assert len(saved["error_profiles"]["radius"]) == len(saved["error_profiles"]["unet3"])
+    assert [c["title"] for c in saved["claims"]] == [c.title for c in deblur_claims(saved)]
+    # the shared checkpoints: half precision, loadable, of the first seed's best epoch
+    for name in ("unet3", "cg-unet3"):
+        model, config = load_checkpoint(out / "checkpoints" / f"{name}.safetensors")
+        assert config["model"]["name"] == name and config["seed"] == 0
+    assert all(c["rule"] and c["verdict"] for c in saved["claims"])
 
 
 def test_report_answers_each_claim(study):
@@ -70,12 +84,29 @@ def test_report_answers_each_claim(study):
 
 def test_rerun_reuses_trained_models(study):
     out, results = study
-    finished = out / "runs" / "cg-unet3" / "finished.json"
+    finished = out / "runs" / "cg-unet3" / "seed1" / "finished.json"
     stamp = finished.stat().st_mtime_ns
     again = run_study(TINY, out, progress=False)
     assert finished.stat().st_mtime_ns == stamp
     assert [m["psnr"] for m in again["models"]] == [m["psnr"] for m in results["models"]]
     assert [m["train_s"] for m in again["models"]] == [m["train_s"] for m in results["models"]]
+
+
+def test_sensor_regime_trains_on_crops_and_evaluates_whole_frames(tmp_path):
+    sensor = replace(
+        PRESETS["sensor"], frame=64, crop=32, crops_per_frame=2, images=10, base_channels=2,
+        epochs=1, batch_size=4, models=("cg-unet3",), headline_seeds=1, time_budget_s=None,
+    )  # fmt: skip
+    results = run_study(sensor, tmp_path, progress=False)
+    (row,) = results["models"]
+    assert results["preset"]["crop"] == 32 and results["preset"]["frame"] == 64
+    # whole 64x64 test frames were scored, one PSNR each
+    assert len(row["psnr_frames"][0]) == results["dataset"]["test"] == 1
+    history = json.loads((tmp_path / "runs" / "cg-unet3" / "seed0" / "metrics.json").read_text())
+    # 8 training frames, 2 crops each: 16 samples an epoch
+    first = history["history"][0]
+    assert round(first["images_per_s"] * first["train_time_s"]) == 16
+    assert "random 32×32 crops" in (tmp_path / "report.md").read_text()
 
 
 def test_bad_arguments_are_clean_errors(tmp_path, capsys):

@@ -307,6 +307,66 @@ def test_plateau_halves_learning_rate_and_stops_early(tmp_path):
     assert result.series("lr") == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
 
 
+def test_warm_up_then_cosine_then_early_stopping(tmp_path):
+    # 4 items, batch 4: one step per epoch, so the warm-up epochs end at lr/2 and lr
+    config = quiet(
+        epochs=12, lr=1e-3, warmup_epochs=2, schedule="cosine", anneal_epochs=4,
+        final_lr_fraction=0.1, early_stopping_patience=7,
+    )  # fmt: skip
+    result = fit(Frozen(), PairSet(4, seed=0), PairSet(2, seed=1), config, tmp_path)
+    floor = 1e-4
+    cosine = [floor + (1e-3 - floor) * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    assert result.series("lr")[2:] == pytest.approx(cosine + [floor] * 2)
+    assert result.stop_reason == "early_stopping" and len(result.history) == 8
+
+
+def test_small_improvements_do_not_reset_patience(tmp_path):
+    class Creeping(nn.Module):
+        """Validation loss falls by ~0.1 % an epoch: an improvement below min_improvement."""
+
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+            self.calls = 0
+
+        def forward(self, x, origin=None, full_size=None):
+            if not self.training:
+                self.calls += 1
+            return x + 1 - 0.5 * 0.9995**self.calls + 0 * self.scale
+
+    class Ones(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"blurred": torch.zeros(1, 16, 16), "sharp": torch.ones(1, 16, 16)}
+
+    train, val = PairSet(4, seed=0), Ones()
+    strict = quiet(epochs=10, lr=1e-9, early_stopping_patience=3, min_improvement=0.05)
+    result = fit(Creeping(), train, val, strict, tmp_path / "strict")
+    assert result.stop_reason == "early_stopping" and len(result.history) == 4
+    # the best checkpoint still follows every drop of the loss
+    assert result.best_epoch == 4
+    lenient = quiet(epochs=6, lr=1e-9, early_stopping_patience=3, min_improvement=0.0)
+    assert fit(Creeping(), train, val, lenient, tmp_path / "lenient").stop_reason == "epochs"
+
+
+def test_resume_under_warm_up_and_cosine_is_bit_identical(tmp_path):
+    train, val = PairSet(8, seed=0, augment=True), PairSet(4, seed=1)
+    schedule = {"warmup_epochs": 1, "schedule": "cosine", "anneal_epochs": 2}
+    straight = new_model(PLAIN)
+    fit(straight, train, val, quiet(epochs=3, **schedule), tmp_path / "a", model_spec=PLAIN)
+    interrupted = Interrupting(8, seed=0, augment=True, at=1 + 8 + 5)
+    with pytest.raises(KeyboardInterrupt):
+        fit(new_model(PLAIN), interrupted, val, quiet(epochs=3, **schedule), tmp_path / "b",
+            model_spec=PLAIN)  # fmt: skip
+    resumed = new_model(PLAIN)
+    fit(resumed, train, val, quiet(epochs=3, **schedule), tmp_path / "b", model_spec=PLAIN,
+        resume=True)  # fmt: skip
+    for a, b in zip(weights(straight), weights(resumed)):
+        assert torch.equal(a, b)
+
+
 def test_time_budget_stops_after_first_epoch(tmp_path):
     config = quiet(epochs=10, time_budget_s=1e-6)
     result = fit(Frozen(), PairSet(4, seed=0), PairSet(2, seed=1), config, tmp_path)
@@ -322,6 +382,9 @@ def test_time_budget_stops_after_first_epoch(tmp_path):
         ({"lr_factor": 1.0}, "lr_factor"),
         ({"early_stopping_patience": 0}, "early_stopping_patience"),
         ({"time_budget_s": 0}, "time_budget_s"),
+        ({"schedule": "step"}, "schedule"),
+        ({"min_improvement": 1.0}, "min_improvement"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
     ],
 )
 def test_train_config_rejects_bad_values(options, message):

@@ -26,7 +26,7 @@ __all__ = [
     "write_json",
 ]
 
-VERDICTS = ("supported", "partly supported", "not supported", "inconclusive")
+VERDICTS = ("supported", "partly supported", "within noise", "not supported", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,27 @@ class Column:
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper checked against our numbers."""
+    """One claim of the paper checked against our numbers; ``rule``: how the verdict
+    follows from the evidence (shown in the report and stored in ``results.json``)."""
 
     title: str
     paper: str
     evidence: str
     verdict: str
+    rule: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "title": self.title,
+            "paper": self.paper,
+            "evidence": self.evidence,
+            "verdict": self.verdict,
+            "rule": self.rule,
+        }
 
 
 def format_value(value: object, spec: str | Callable[[object], str] = "") -> str:
@@ -80,10 +91,11 @@ def claims_markdown(claims: Sequence[Claim]) -> str:
     """A numbered list of claims: the paper's words, our evidence, the verdict."""
     blocks = []
     for number, claim in enumerate(claims, 1):
+        rule = f"\n   - Rule: {claim.rule}" if claim.rule else ""
         blocks.append(
             f"{number}. **{claim.title}** — verdict: **{claim.verdict}**\n"
             f"   - Paper: {claim.paper}\n"
-            f"   - Ours: {claim.evidence}"
+            f"   - Ours: {claim.evidence}{rule}"
         )
     return "\n".join(blocks)
 

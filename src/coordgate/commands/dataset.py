@@ -19,6 +19,15 @@ def _field(spec: str):
     return PSFField.load(spec)
 
 
+def describe_field(config: dict) -> str:
+    """One line naming a PSF field from its stored config (the lens's defocus first)."""
+    details = ", ".join(f"{k}={v}" for k, v in config.items() if k != "kind" and k != "psfs")
+    kind = {"lens": "lens", "gaussian": "Gaussian", "measured": "measured"}.get(
+        config.get("kind"), str(config.get("kind"))
+    )
+    return f"{kind} ({details})" if details else kind
+
+
 def build(args: argparse.Namespace) -> int:
     from coordgate.data.pairs import NoiseModel, build_pairs
 
@@ -42,6 +51,7 @@ def build(args: argparse.Namespace) -> int:
     )
     verb = "built" if cache.built else "reused (parameters unchanged)"
     print(f"{verb} {cache}")
+    print(f"PSF field: {describe_field(cache.manifest['parameters']['field'])}")
     return 0
 
 
@@ -60,6 +70,7 @@ def show(args: argparse.Namespace) -> int:
         frames = manifest["source"]["frames"]
         manifest["source"] = {**manifest["source"], "frames": f"{len(frames)} frames"}
     print(json.dumps(manifest, indent=2))
+    print(f"PSF field: {describe_field(cache.manifest['parameters']['field'])}")
     count = min(args.count, len(cache))
     sharp, blurred = cache.array("sharp"), cache.array("blurred")
     tiles = []
@@ -88,7 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, required=True, help="cache directory")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
-        "--field", default="default", help="'default' (lens), 'gaussian' or a PSF field .npz"
+        "--field",
+        default="default",
+        help="'default' (the project's lens: 0.75 waves RMS defocus in the corners), "
+        "'gaussian' or a PSF field .npz",
     )
     b.add_argument("--method", default="lowrank", choices=("lowrank", "exact"))
     b.add_argument("--padding", default="reflect", help="scene outside the frame (see optics)")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -494,12 +495,22 @@ def _blur(sharp: Path, blurred, operator, noise: NoiseModel | None, seed: int, s
 # -- the dataset ----------------------------------------------------------------------
 
 
+def _crops_per_frame(value: int | str, crop: tuple[int, int], full: tuple[int, int]) -> int:
+    if value == "area":
+        return math.ceil(full[0] * full[1] / (crop[0] * crop[1]))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"crops_per_frame must be an integer >= 1 or 'area', got {value!r}")
+    return value
+
+
 class PairDataset(Dataset):
     """One split of a pair cache as (blurred, sharp, origin) samples.
 
     cache: a :class:`PairCache` or its directory; split: ``train``/``val``/``test``;
     crop: None (whole frames) or a crop size, cut at a position drawn from
-    ``(seed, epoch, index)``; augment: random flips/rotations among the cache's
+    ``(seed, epoch, index, k)``; crops_per_frame: crops ``k`` drawn from each frame per
+    epoch (the data set's length is frames × crops_per_frame), ``"area"`` for as many as
+    cover the frame's area, ``ceil(H·W / (h·w))``; augment: random flips/rotations among the cache's
     ``symmetries`` (none if the field has none), with ``origin`` moved accordingly.
 
     Item: dict with ``blurred`` and ``sharp`` (1, h, w) float32, ``origin`` and
@@ -515,6 +526,7 @@ class PairDataset(Dataset):
         crop: int | Sequence[int] | None = None,
         augment: bool = False,
         seed: int = 0,
+        crops_per_frame: int | str = 1,
     ) -> None:
         self.cache = cache if isinstance(cache, PairCache) else PairCache(cache)
         self.split, self.seed, self.epoch = split, int(seed), 0
@@ -523,6 +535,7 @@ class PairDataset(Dataset):
         self.crop = self.full_size if crop is None else as_size(crop, "crop")
         if self.crop[0] > self.full_size[0] or self.crop[1] > self.full_size[1]:
             raise ValueError(f"crop {self.crop} is larger than the sensor frame {self.full_size}")
+        self.crops_per_frame = _crops_per_frame(crops_per_frame, self.crop, self.full_size)
         symmetries = self.cache.symmetries if augment else (0,)
         # Quarter turns of a non-square crop would change its shape.
         self.transforms = tuple(k for k in symmetries if dihedral_size(self.crop, k) == self.crop)
@@ -537,15 +550,17 @@ class PairDataset(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.indices) * self.crops_per_frame
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
             raise IndexError(f"sample {i} out of range for the {len(self)} {self.split} samples")
         if self._arrays is None:
             self._arrays = {k: self.cache.array(k) for k in ("sharp", "blurred")}
-        index = int(self.indices[i])
-        rng = np.random.default_rng([self.seed, self.epoch, index, _SAMPLE_STREAM])
+        frame, k = divmod(i, self.crops_per_frame)
+        index = int(self.indices[frame])
+        key = [self.seed, self.epoch, index, _SAMPLE_STREAM] + ([k] if k else [])
+        rng = np.random.default_rng(key)
         (fh, fw), (h, w) = self.full_size, self.crop
         origin = (int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1)))
         transform = int(rng.choice(self.transforms))

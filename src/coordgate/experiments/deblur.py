@@ -1,10 +1,17 @@
 """Deblurring study (paper §IV.B, Figs. 4b, 5, 6, 7): U-Nets with and without CoordGate.
 
-Every model — U-Net(3…6), CG U-Net(3…6), CoordConv-UNet(6), MultiWienerNet(6) — is
-trained on the same blurred/sharp pairs (embedded synthetic microscopy blurred by the
-default lens, whose defocus grows toward the edge of the field) with the same schedule,
-then evaluated on the test split and on real images that ship with scikit-image,
-blurred by the same lens. A study is resumable model by model: finished runs are reused.
+Every model — U-Net(3…6), CG U-Net(3…6), CoordConv-UNet(6), MultiWienerNet(6), LCN- and
+PAC-UNet(3) — is trained on the same blurred/sharp pairs (embedded synthetic microscopy
+blurred by the default lens, whose defocus grows toward the edge of the field) with the
+same schedule and seeds, then evaluated on the test split and on real images that ship
+with scikit-image, blurred by the same lens. The ``sensor`` preset is the regime the
+paper never tests: large sensor frames, training on random crops that carry their sensor
+origin, evaluation on whole frames through :func:`coordgate.inference.predict`.
+
+Three steps: run (this module: train, evaluate, results), claims
+(:mod:`._deblur_claims`: each claim's rule and verdict) and report
+(:mod:`._deblur_report`: files from the results alone). A study is resumable model by
+model and seed by seed: finished runs are reused.
 """
 
 from __future__ import annotations
@@ -20,30 +27,30 @@ import torch
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.data.pairs import PairDataset, build_pairs
 from coordgate.data.samples import sample_images
+from coordgate.experiments._deblur_claims import deblur_claims
+from coordgate.experiments._deblur_report import write_outputs
+from coordgate.inference import predict
 from coordgate.layers.coords import coordinate_grid
 from coordgate.models import build_model, count_parameters
 from coordgate.models.multiwiener import psfs_from_field
-from coordgate.optics import PSFField, SpatiallyVaryingBlur
-from coordgate.plots.deblur import (
-    error_map_figure,
-    metric_vs_params_figure,
-    reconstruction_figure,
-    validation_curves_figure,
-)
+from coordgate.optics import DEFAULT_MAX_DEFOCUS, PSFField, SpatiallyVaryingBlur
 from coordgate.provenance import environment
-from coordgate.report import (
-    Claim,
-    Column,
-    claims_markdown,
-    environment_markdown,
-    markdown_table,
-    write_csv,
-    write_json,
-)
-from coordgate.training.fit import TrainConfig, evaluate, fit
-from coordgate.training.metrics import psnr, ssim
+from coordgate.training.checkpoint import load_checkpoint, save_checkpoint
+from coordgate.training.fit import CPU_SCHEDULE, TrainConfig, fit
+from coordgate.training.metrics import ssim
 
-__all__ = ["ALL_MODELS", "PRESETS", "Preset", "add_arguments", "run", "run_study"]
+__all__ = [
+    "ALL_MODELS",
+    "HEADLINE",
+    "PRESETS",
+    "SHARED",
+    "Preset",
+    "add_arguments",
+    "deblur_claims",
+    "export_checkpoints",
+    "run",
+    "run_study",
+]
 
 ALL_MODELS = (
     "unet3", "unet4", "unet5", "unet6",
@@ -56,12 +63,19 @@ _TRAINING_BYTES_PER_PARAMETER = 16
 
 @dataclass(frozen=True)
 class Preset:
-    """One scale of the study. ``frame``: sensor frame size in pixels (models see whole
-    frames); ``images``: sharp frames, split 80/10/10 into train/val/test;
-    ``max_defocus``: the default lens's defocus in the corners (RMS waves; 0.75 makes the
-    corners visibly blurred at these frame sizes, the centre in focus); ``residual``:
-    every model learns the correction to the blurred input (output = input + network),
-    which lets the small CPU budgets converge; the paper does not say either way."""
+    """One scale of the study. ``frame``: sensor frame size in pixels; ``crop``: None
+    (models train on whole frames) or the side of the random crops they train on, each
+    with its sensor origin (the sensor regime; evaluation is always on whole frames,
+    through :func:`coordgate.inference.predict`); ``crops_per_frame``: crops drawn from a
+    frame per epoch ("area": enough to cover it); ``images``: sharp frames, split 80/10/10
+    into train/val/test; ``max_defocus``: the lens's defocus in the corners (RMS waves,
+    the project's default lens); ``residual``: every model learns the correction to the
+    blurred input (output = input + network), which lets the small CPU budgets converge;
+    the paper does not say either way. ``seeds``: seeds per model; the headline models
+    (:data:`HEADLINE`) get ``headline_seeds``. Schedule: Adam at ``lr`` after
+    ``warmup_epochs`` of linear warm-up, halved after ``lr_patience`` epochs whose
+    validation loss fell by less than ``min_improvement`` (relative), stopped after
+    ``early_stopping_patience`` such epochs."""
 
     name: str
     frame: int
@@ -73,17 +87,36 @@ class Preset:
     early_stopping_patience: int | None
     models: tuple[str, ...]
     time_budget_s: float | None = None
-    max_defocus: float = 0.75
+    max_defocus: float = DEFAULT_MAX_DEFOCUS
     residual: bool = True
+    lr: float = 1e-3
+    warmup_epochs: int = 0
+    min_improvement: float = 1e-4
+    schedule: str = "plateau"
+    anneal_epochs: int = 1
+    crop: int | None = None
+    crops_per_frame: int | str = "area"
+    seeds: int = 1
+    headline_seeds: int = 1
 
+
+#: Models whose comparisons carry the study's headline (trained with ``headline_seeds``).
+HEADLINE = ("unet3", "unet6", "cg-unet3")
+# the plateau rule's patience is unused under the cosine schedule
+_CONVERGING = {**CPU_SCHEDULE, "lr_patience": 2}
 
 PRESETS = {
-    "quick": Preset("quick", frame=64, images=480, base_channels=4, epochs=12, batch_size=16,
-                    lr_patience=4, early_stopping_patience=None,
-                    models=("unet3", "unet6", "cg-unet3"), time_budget_s=60),
-    "cpu": Preset("cpu", frame=64, images=1200, base_channels=8, epochs=40, batch_size=16,
-                  lr_patience=5, early_stopping_patience=10, models=ALL_MODELS,
-                  time_budget_s=600),
+    # the demo: a few minutes on 2 cores; a higher peak rate and a fixed length
+    "quick": Preset("quick", frame=64, images=600, base_channels=8, epochs=16, batch_size=16,
+                    models=("cg-unet3", "unet6"),
+                    **{**_CONVERGING, "lr": 3e-3, "anneal_epochs": 15,
+                       "early_stopping_patience": None}),
+    "cpu": Preset("cpu", frame=64, images=800, base_channels=8, epochs=18, batch_size=16,
+                  models=ALL_MODELS, time_budget_s=3000, headline_seeds=3, **_CONVERGING),
+    "sensor": Preset("sensor", frame=256, images=160, base_channels=8, epochs=18,
+                     batch_size=16, crop=64, crops_per_frame=4,
+                     models=("unet3", "unet6", "cg-unet3", "cg-unet6", "coordconv-unet6"),
+                     time_budget_s=3000, headline_seeds=3, **_CONVERGING),
     "paper": Preset("paper", frame=256, images=20000, base_channels=32, epochs=600,
                     batch_size=16, lr_patience=20, early_stopping_patience=None,
                     models=ALL_MODELS),
@@ -91,13 +124,32 @@ PRESETS = {
 
 
 @dataclass
+class SeedOutcome:
+    """One trained model of one seed: how its training ended and its per-frame scores."""
+
+    seed: int
+    epochs: int
+    best_epoch: int
+    stopped: str
+    train_s: float
+    psnr: float
+    psnr_frames: list[float]
+    centre_psnr_frames: list[float]
+    real_psnr_frames: list[float]
+    ssim_frames: list[float]
+    val_psnr: list[float]
+
+
+@dataclass
 class ModelOutcome:
-    """What the study measured for one model (one row of results.json)."""
+    """What the study measured for one model (one row of results.json): means over its
+    seeds, the first seed's training story, and each seed's per-frame scores."""
 
     name: str
     params: int
     psnr: float
     psnr_std: float
+    psnr_seeds: list[float]
     ssim: float
     ssim_std: float
     real_psnr: float
@@ -109,6 +161,10 @@ class ModelOutcome:
     best_epoch: int
     stopped: str
     val_psnr: list[float]
+    psnr_frames: list[list[float]]
+    centre_psnr_frames: list[list[float]]
+    real_psnr_frames: list[list[float]]
+    runs: list[dict]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="quick",
-        help="scale of the study (quick: minutes; cpu: about an hour on 2 cores; paper: for a GPU)",
+        help="scale of the study (quick: a minute; cpu: whole 64x64 frames, about 1.5 h on 2 "
+        "cores; sensor: 64x64 crops of 256x256 frames; paper: for a GPU)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument(
@@ -154,13 +211,20 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(results: dict, out: Path) -> None:
     """A short table of the study's numbers in the terminal."""
-    print(f"\ndeblurring study, preset {results['preset']['name']!r}:")
-    print(f"  {'model':<20}{'params':>10}{'PSNR':>9}{'SSIM':>8}{'real PSNR':>11}")
+    baseline = results["blurred_input"]
+    print(f"\ndeblurring study, preset {results['preset']['name']!r} (test PSNR over seeds):")
+    print(f"  {'model':<20}{'params':>10}{'PSNR':>9}{'gain':>8}{'SSIM':>8}{'real PSNR':>11}")
+    print(
+        f"  {'blurred input':<20}{'':>10}{baseline['psnr']:>9.2f}{'':>8}{baseline['ssim']:>8.3f}"
+        f"{baseline['real_psnr']:>11.2f}"
+    )
     for row in results["models"]:
         print(
-            f"  {row['name']:<20}{row['params']:>10,}{row['psnr']:>9.2f}{row['ssim']:>8.3f}"
-            f"{row['real_psnr']:>11.2f}"
+            f"  {row['name']:<20}{row['params']:>10,}{row['psnr']:>9.2f}"
+            f"{row['psnr'] - baseline['psnr']:>+8.2f}{row['ssim']:>8.3f}{row['real_psnr']:>11.2f}"
         )
+    for claim in results["claims"]:
+        print(f"  claim: {claim['title']}: {claim['verdict']}")
     print(f"report: {out / 'report.md'}")
 
 
@@ -199,17 +263,11 @@ def _inference_ms(model: torch.nn.Module, blurred: torch.Tensor, repeats: int = 
     return 1000 * sorted(timings)[len(timings) // 2] / len(blurred)
 
 
-def _predict_frames(model: torch.nn.Module, blurred: torch.Tensor, batch: int = 16):
-    """Whole-frame predictions (N, 1, H, W) of ``model`` for frames at origin 0."""
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        return torch.cat(
-            [
-                model(blurred[i : i + batch].to(device)).float().cpu()
-                for i in range(0, len(blurred), batch)
-            ]
-        )
+def _predict_frames(model: torch.nn.Module, blurred: torch.Tensor) -> torch.Tensor:
+    """Whole-frame predictions (N, 1, H, W) of ``model`` for frames that each cover the
+    whole sensor, run through :func:`~coordgate.inference.predict` as ``coordgate deblur``
+    runs them (tiled only where a frame's activations would exceed the memory budget)."""
+    return torch.cat([predict(model, frame, tile="auto") for frame in blurred.split(1)])
 
 
 def _real_pairs(frame: int, operator) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -249,28 +307,50 @@ def _test_frames(cache, limit: int | None = None) -> tuple[torch.Tensor, torch.T
     return blurred, sharp
 
 
+def _train_config(preset: Preset, seed: int, device: str, progress: bool) -> TrainConfig:
+    return TrainConfig(
+        epochs=preset.epochs,
+        batch_size=preset.batch_size,
+        lr=preset.lr,
+        lr_patience=preset.lr_patience,
+        early_stopping_patience=preset.early_stopping_patience,
+        time_budget_s=preset.time_budget_s,
+        warmup_epochs=preset.warmup_epochs,
+        min_improvement=preset.min_improvement,
+        schedule=preset.schedule,
+        anneal_epochs=preset.anneal_epochs,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+
+
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    """Where the study trains ``name`` with ``seed``: ``runs/NAME/seedS``."""
+    return out / "runs" / name / f"seed{seed}"
+
+
 def train_model(
     name: str, preset: Preset, cache, out: Path, *, seed: int, device: str, progress: bool
 ) -> tuple[torch.nn.Module, object, dict]:
     """Train (or reuse) one model of the study; returns (model, training result, options)."""
     options = _model_options(name, preset, cache.field())
+    torch.manual_seed(seed)
     model = build_model(name, **options)
-    config = TrainConfig(
-        epochs=preset.epochs,
-        batch_size=preset.batch_size,
-        lr_patience=preset.lr_patience,
-        early_stopping_patience=preset.early_stopping_patience,
-        time_budget_s=preset.time_budget_s,
+    train = PairDataset(
+        cache,
+        "train",
+        crop=preset.crop,
+        crops_per_frame=preset.crops_per_frame if preset.crop else 1,
+        augment=True,
         seed=seed,
-        device=device,
-        progress=progress,
     )
     result = fit(
         model,
-        PairDataset(cache, "train", augment=True, seed=seed),
+        train,
         PairDataset(cache, "val"),
-        config,
-        out / "runs" / name,
+        _train_config(preset, seed, device, progress),
+        run_dir(out, name, seed),
         resume=True,
         model_spec={"name": name, "options": options},
         extra_config={"preset": preset.name, "dataset": cache.manifest["parameters"]},
@@ -278,16 +358,124 @@ def train_model(
     return model, result, options
 
 
+def model_seeds(name: str, preset: Preset, seed: int) -> list[int]:
+    """The training seeds of ``name``: ``seed``, ``seed + 1``, ..."""
+    count = preset.headline_seeds if name in HEADLINE else preset.seeds
+    return [seed + k for k in range(max(1, count))]
+
+
+@dataclass
+class _Frames:
+    """The study's evaluation frames: test and real, blurred and sharp, (M, 1, H, W)."""
+
+    test_blurred: torch.Tensor
+    test_sharp: torch.Tensor
+    real_blurred: torch.Tensor
+    real_sharp: torch.Tensor
+    real_names: list[str]
+
+    @property
+    def centre(self) -> torch.Tensor:
+        """(H, W) mask of the pixels within normalised radius 0.5 of the frame centre."""
+        coords = coordinate_grid(self.test_sharp.shape[-2:], dtype=torch.float64)
+        return coords.square().sum(0).sqrt() < 0.5
+
+
+def _per_frame_psnr(prediction: torch.Tensor, sharp: torch.Tensor, mask=None) -> list[float]:
+    error = (prediction.double() - sharp.double()).square()
+    mse = error.mean((1, 2, 3)) if mask is None else error[..., mask].mean((1, 2))
+    return (10 * torch.log10(1 / mse.clamp_min(1e-12))).tolist()
+
+
+def _score_seed(model, result, seed: int, frames: _Frames) -> tuple[SeedOutcome, dict]:
+    """Evaluate one trained model on the test and real frames."""
+    prediction = _predict_frames(model, frames.test_blurred)
+    real_prediction = _predict_frames(model, frames.real_blurred)
+    psnr_frames = _per_frame_psnr(prediction, frames.test_sharp)
+    outcome = SeedOutcome(
+        seed=seed,
+        epochs=len(result.history),
+        best_epoch=int(result.best["epoch"]),
+        stopped=str(result.stop_reason),
+        train_s=result.train_time_s,
+        psnr=sum(psnr_frames) / len(psnr_frames),
+        psnr_frames=psnr_frames,
+        centre_psnr_frames=_per_frame_psnr(prediction, frames.test_sharp, frames.centre),
+        real_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp),
+        ssim_frames=ssim(prediction, frames.test_sharp, reduce_dims=(1, 2, 3)).tolist(),
+        val_psnr=result.series("val_psnr"),
+    )
+    return outcome, {"test": prediction, "real": real_prediction}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    tensor = torch.tensor(values, dtype=torch.float64)
+    return float(tensor.mean()), float(tensor.std(unbiased=False))
+
+
+def _outcome(name: str, model, seeds: list[SeedOutcome], frames: _Frames) -> ModelOutcome:
+    """One row of results: means over seeds, the first seed's training story."""
+    first = seeds[0]
+    psnr_all = [v for s in seeds for v in s.psnr_frames]
+    ssim_all = [v for s in seeds for v in s.ssim_frames]
+    real_all = [v for s in seeds for v in s.real_psnr_frames]
+    psnr_mean, _ = _mean_std(psnr_all)
+    ssim_mean, _ = _mean_std(ssim_all)
+    real_mean, real_std = _mean_std(real_all)
+    real_ssim = ssim(_predict_frames(model, frames.real_blurred), frames.real_sharp)
+    return ModelOutcome(
+        name=name,
+        params=count_parameters(model),
+        psnr=psnr_mean,
+        psnr_std=_mean_std(first.psnr_frames)[1],
+        psnr_seeds=[s.psnr for s in seeds],
+        ssim=ssim_mean,
+        ssim_std=_mean_std(first.ssim_frames)[1],
+        real_psnr=real_mean,
+        real_psnr_std=real_std,
+        real_ssim=float(real_ssim),
+        train_s=sum(s.train_s for s in seeds) / len(seeds),
+        infer_ms=_inference_ms(model, frames.test_blurred[:8]),
+        epochs=first.epochs,
+        best_epoch=first.best_epoch,
+        stopped=first.stopped,
+        val_psnr=first.val_psnr,
+        psnr_frames=[s.psnr_frames for s in seeds],
+        centre_psnr_frames=[s.centre_psnr_frames for s in seeds],
+        real_psnr_frames=[s.real_psnr_frames for s in seeds],
+        runs=[
+            {k: v for k, v in asdict(s).items() if not k.endswith("_frames") and k != "val_psnr"}
+            for s in seeds
+        ],
+    )
+
+
+def _too_large(name: str, preset: Preset, field) -> dict | None:
+    """Why ``name`` cannot be trained on this machine, or None."""
+    params, state_bytes = training_memory(name, _model_options(name, preset, field))
+    if state_bytes <= memory_limit():
+        return None
+    reason = (
+        f"{params:,} parameters need about {state_bytes / 2**30:.1f} GiB of training "
+        f"state (weights, gradients, Adam moments), more than half of this machine's "
+        f"{2 * memory_limit() / 2**30:.1f} GiB"
+    )
+    return {"name": name, "params": params, "reason": reason}
+
+
+def study_field(preset: Preset) -> PSFField:
+    """The lens of the study."""
+    return PSFField.default(max_defocus=preset.max_defocus)
+
+
 def run_study(
     preset: Preset, out: str | Path, *, seed: int = 0, device: str = "auto", progress: bool = True
 ) -> dict:
-    """Build or reuse the data, train or reuse every model, evaluate, write the outputs.
-
-    Returns the content of ``results.json``.
-    """
+    """Build or reuse the data, train or reuse every model and seed, evaluate, judge the
+    claims and write the outputs. Returns the content of ``results.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    field = PSFField.default(max_defocus=preset.max_defocus)
+    field = study_field(preset)
     cache = build_pairs(
         out / "dataset",
         source="synthetic",
@@ -303,83 +491,75 @@ def run_study(
         field, cache.size, rank=cache.manifest["operator"]["rank"], **settings
     )
     real_names, real_sharp, real_blurred = _real_pairs(preset.frame, operator)
-    test_blurred, test_sharp = _test_frames(cache)
-    outcomes, predictions = [], {}
-    skipped = []
+    frames = _Frames(*_test_frames(cache), real_blurred, real_sharp, real_names)
+    outcomes, predictions, skipped = [], {}, []
     for name in preset.models:
-        print(f"== {name}", flush=True)
-        params, state_bytes = training_memory(name, _model_options(name, preset, field))
-        if state_bytes > memory_limit():
-            reason = (
-                f"{params:,} parameters need about {state_bytes / 2**30:.1f} GiB of training "
-                f"state (weights, gradients, Adam moments), more than half of this machine's "
-                f"{2 * memory_limit() / 2**30:.1f} GiB"
-            )
-            print(f"   skipped: {reason}", flush=True)
-            skipped.append({"name": name, "params": params, "reason": reason})
+        too_large = _too_large(name, preset, field)
+        if too_large is not None:
+            print(f"== {name} skipped: {too_large['reason']}", flush=True)
+            skipped.append(too_large)
             continue
-        model, result, _ = train_model(
-            name, preset, cache, out, seed=seed, device=device, progress=progress
-        )
-        model = model.cpu().float()
-        metrics = evaluate(model, PairDataset(cache, "test"), device="cpu")
-        prediction = _predict_frames(model, test_blurred)
-        real_prediction = _predict_frames(model, real_blurred)
-        real_psnr = psnr(real_prediction, real_sharp, reduce_dims=(1, 2, 3))
-        real_ssim = ssim(real_prediction, real_sharp, reduce_dims=(1, 2, 3))
-        predictions[name] = {"test": prediction, "real": real_prediction}
-        outcomes.append(
-            ModelOutcome(
-                name=name,
-                params=count_parameters(model),
-                psnr=metrics["psnr"],
-                psnr_std=metrics["psnr_std"],
-                ssim=metrics["ssim"],
-                ssim_std=metrics["ssim_std"],
-                real_psnr=float(real_psnr.mean()),
-                real_psnr_std=float(real_psnr.std()),
-                real_ssim=float(real_ssim.mean()),
-                train_s=result.train_time_s,
-                infer_ms=_inference_ms(model, test_blurred[:8]),
-                epochs=len(result.history),
-                best_epoch=int(result.best["epoch"]),
-                stopped=str(result.stop_reason),
-                val_psnr=result.series("val_psnr"),
+        seeds = []
+        for model_seed in model_seeds(name, preset, seed):
+            print(f"== {name} (seed {model_seed})", flush=True)
+            model, result, _ = train_model(
+                name, preset, cache, out, seed=model_seed, device=device, progress=progress
             )
-        )
+            model = model.cpu().float()
+            scored, predicted = _score_seed(model, result, model_seed, frames)
+            seeds.append(scored)
+            predictions.setdefault(name, predicted)
+        outcomes.append(_outcome(name, model, seeds, frames))
     results = {
         "preset": asdict(preset),
         "seed": seed,
         "psf_field": field.config(),
         "dataset": {"path": str(cache.path), **cache.manifest["counts"]},
-        "real_images": real_names,
+        "real_images": frames.real_names,
         "environment": environment(),
-        "blurred_input": _input_baseline(test_blurred, test_sharp, real_blurred, real_sharp),
+        "blurred_input": _input_baseline(frames),
         "models": [asdict(o) for o in outcomes],
         "skipped": skipped,
+        "error_profiles": error_profiles(predictions, frames.test_sharp),
     }
-    results["error_profiles"] = error_profiles(predictions, test_sharp)
-    write_outputs(
-        results,
-        out,
-        predictions=predictions,
-        test=(test_blurred, test_sharp),
-        real=(real_blurred, real_sharp),
-    )
+    results["claims"] = [c.to_dict() for c in deblur_claims(results)]
+    write_outputs(results, out, predictions=predictions, frames=frames)
+    export_checkpoints(out, [o.name for o in outcomes if o.name in SHARED], seed)
     return results
 
 
-def _input_baseline(test_blurred, test_sharp, real_blurred, real_sharp) -> dict:
+#: Models whose best checkpoint (first seed) a study keeps under ``checkpoints/``.
+SHARED = ("unet3", "unet6", "cg-unet3", "cg-unet6")
+
+
+def export_checkpoints(out: Path, names: list[str], seed: int) -> list[Path]:
+    """Half-precision copies of the best checkpoints of ``names`` (first seed) as
+    ``out/checkpoints/NAME.safetensors``: small enough to commit, loadable by
+    ``coordgate deblur`` / ``evaluate`` (the weights load back as float32)."""
+    paths = []
+    for name in names:
+        model, config = load_checkpoint(run_dir(out, name, seed) / "best.safetensors")
+        target = out / "checkpoints" / f"{name}.safetensors"
+        paths.append(save_checkpoint(target, model, config, dtype=torch.float16))
+    return paths
+
+
+def _input_baseline(frames: _Frames) -> dict:
     """PSNR / SSIM of the blurred input itself: what a model has to improve on."""
-    test_psnr = psnr(test_blurred, test_sharp, reduce_dims=(1, 2, 3))
-    test_ssim = ssim(test_blurred, test_sharp, reduce_dims=(1, 2, 3))
-    real_psnr = psnr(real_blurred, real_sharp, reduce_dims=(1, 2, 3))
+    test_psnr = _per_frame_psnr(frames.test_blurred, frames.test_sharp)
+    test_ssim = ssim(frames.test_blurred, frames.test_sharp, reduce_dims=(1, 2, 3)).tolist()
+    real_psnr = _per_frame_psnr(frames.real_blurred, frames.real_sharp)
+    psnr_mean, psnr_std = _mean_std(test_psnr)
+    ssim_mean, ssim_std = _mean_std(test_ssim)
     return {
-        "psnr": float(test_psnr.mean()),
-        "psnr_std": float(test_psnr.std()),
-        "ssim": float(test_ssim.mean()),
-        "ssim_std": float(test_ssim.std()),
-        "real_psnr": float(real_psnr.mean()),
+        "psnr": psnr_mean,
+        "psnr_std": psnr_std,
+        "ssim": ssim_mean,
+        "ssim_std": ssim_std,
+        "real_psnr": _mean_std(real_psnr)[0],
+        "centre_psnr": _mean_std(
+            _per_frame_psnr(frames.test_blurred, frames.test_sharp, frames.centre)
+        )[0],
     }
 
 
@@ -394,329 +574,3 @@ def error_profiles(predictions: dict, sharp: torch.Tensor, bins: int = 12) -> di
         error = (outputs["test"] - sharp).double().square().mean((0, 1))
         profiles[name] = [float(error[which == b].mean()) for b in range(bins)]
     return profiles
-
-
-def write_outputs(results: dict, out: Path, *, predictions: dict, test: tuple, real: tuple) -> None:
-    """results.json / results.csv, the figures and report.md."""
-    rows = results["models"]
-    write_json(results, out / "results.json")
-    write_csv(rows, out / "results.csv", keys=[k for k in rows[0] if k != "val_psnr"])
-    images = results["dataset"]["test"]
-    metric_vs_params_figure(rows, "psnr", "test PSNR (dB)", out / "fig4b.png", images)
-    metric_vs_params_figure(rows, "ssim", "test SSIM", out / "fig7.png", images)
-    validation_curves_figure(rows, out / "fig6.png")
-    blurred, sharp = test
-    index = 0
-    outputs = {name: p["test"][index, 0] for name, p in predictions.items()}
-    scores = {name: float(psnr(o, sharp[index, 0])) for name, o in outputs.items()}
-    scores["blurred"] = float(psnr(blurred[index, 0], sharp[index, 0]))
-    reconstruction_figure(sharp[index, 0], blurred[index, 0], outputs, out / "fig5.png", scores)
-    real_blurred, real_sharp = real
-    real_outputs = {name: p["real"][0, 0] for name, p in predictions.items()}
-    reconstruction_figure(real_sharp[0, 0], real_blurred[0, 0], real_outputs, out / "fig5_real.png")
-    pair = [n for n in ("unet6", "cg-unet3") if n in predictions]
-    if pair:
-        maps = {n: (predictions[n]["test"] - sharp).square().mean((0, 1)) for n in pair}
-        profiles = results["error_profiles"]
-        error_map_figure(maps, profiles, profiles["radius"], out / "error_vs_position.png")
-    (out / "report.md").write_text(report_markdown(results))
-
-
-def _row(results: dict, name: str) -> dict | None:
-    return next((r for r in results["models"] if r["name"] == name), None)
-
-
-def _missing(*names: str) -> str:
-    return f"not measured: this run lacks {', '.join(names)}"
-
-
-def _compare(results: dict, winner: str, loser: str, metric: str = "psnr") -> tuple[bool, str]:
-    a, b = _row(results, winner), _row(results, loser)
-    delta = a[metric] - b[metric]
-    unit = " dB" if metric.endswith("psnr") else ""
-    text = (
-        f"{winner} {a[metric]:.3f}{unit} vs {loser} {b[metric]:.3f}{unit} (Δ = {delta:+.3f}{unit})"
-    )
-    return delta > 0, text
-
-
-def deblur_claims(results: dict) -> list[Claim]:
-    """Each claim of §IV.B beside our numbers, with a verdict."""
-    have = {r["name"] for r in results["models"]}
-    claims = []
-
-    def claim(title, paper, needs, judge):
-        if not set(needs) <= have:
-            claims.append(Claim(title, paper, _missing(*sorted(set(needs) - have)), "inconclusive"))
-            return
-        verdict, evidence = judge()
-        claims.append(Claim(title, paper, evidence, verdict))
-
-    def cg3_beats_unet6():
-        better, text = _compare(results, "cg-unet3", "unet6")
-        ratio = _row(results, "unet6")["params"] / _row(results, "cg-unet3")["params"]
-        return (
-            "supported" if better else "not supported"
-        ), f"{text}; U-Net(6) has {ratio:.0f}× the parameters"
-
-    def depth_helps():
-        depths = [f"unet{d}" for d in range(3, 7)]
-        values = [_row(results, n)["psnr"] for n in depths]
-        rising = all(b > a for a, b in zip(values, values[1:]))
-        text = ", ".join(f"{n} {v:.2f} dB" for n, v in zip(depths, values))
-        last_gain = values[-1] - values[-2]
-        text += f"; U-Net(6) − U-Net(5) = {last_gain:+.2f} dB"
-        steps = sum(b > a for a, b in zip(values, values[1:]))
-        return (
-            "supported" if rising else "partly supported" if steps >= 2 else "not supported"
-        ), text
-
-    def coordconv_like_unet6():
-        a, b = _row(results, "coordconv-unet6"), _row(results, "unet6")
-        delta = a["psnr"] - b["psnr"]
-        spread = b["psnr_std"] / max(1, results["dataset"].get("test", 1)) ** 0.5
-        close = abs(delta) <= max(0.25, 2 * spread)
-        return ("supported" if close else "not supported"), (
-            f"coordconv-unet6 {a['psnr']:.3f} dB vs unet6 {b['psnr']:.3f} dB "
-            f"(Δ = {delta:+.3f} dB; 'nearly identical' taken as |Δ| ≤ max(0.25 dB, "
-            f"2 standard errors = {2 * spread:.3f} dB))"
-        )
-
-    def multiwiener_between():
-        above, t1 = _compare(results, "multiwiener-unet6", "unet6")
-        below, t2 = _compare(results, "cg-unet3", "multiwiener-unet6")
-        verdict = (
-            "supported"
-            if above and below
-            else "partly supported"
-            if above or below
-            else "not supported"
-        )
-        return verdict, f"{t1}; {t2}"
-
-    def cg6_beats_cg3():
-        better, text = _compare(results, "cg-unet6", "cg-unet3")
-        return ("supported" if better else "not supported"), text
-
-    def centre_error():
-        profiles = results["error_profiles"]
-        inner = [i for i, r in enumerate(profiles["radius"]) if r < 0.5]
-        cg = sum(profiles["cg-unet3"][i] for i in inner) / len(inner)
-        un = sum(profiles["unet6"][i] for i in inner) / len(inner)
-        outer = [i for i, r in enumerate(profiles["radius"]) if r >= 1.0]
-        cg_o = sum(profiles["cg-unet3"][i] for i in outer) / max(1, len(outer))
-        un_o = sum(profiles["unet6"][i] for i in outer) / max(1, len(outer))
-        return ("supported" if cg < un else "not supported"), (
-            f"mean squared error within radius 0.5: cg-unet3 {cg:.2e} vs unet6 {un:.2e} "
-            f"({un / cg:.2f}×); beyond radius 1 (corners): {cg_o:.2e} vs {un_o:.2e}"
-        )
-
-    def ssim_follows_psnr():
-        rows = results["models"]
-        rank_p = _ranks([r["psnr"] for r in rows])
-        rank_s = _ranks([r["ssim"] for r in rows])
-        n = len(rows)
-        if n < 3:
-            return "inconclusive", f"a rank correlation needs 3 or more models, this run has {n}"
-        rho = 1 - 6 * sum((a - b) ** 2 for a, b in zip(rank_p, rank_s)) / (n * (n * n - 1))
-        return (
-            "supported" if rho >= 0.8 else "partly supported" if rho >= 0.5 else "not supported"
-        ), (f"Spearman rank correlation of PSNR and SSIM over the {n} models: ρ = {rho:.2f}")
-
-    def real_images():
-        better, text = _compare(results, "cg-unet3", "unet6", "real_psnr")
-        return ("supported" if better else "not supported"), f"on real images: {text}"
-
-    def gate_helps_each_depth():
-        pairs = [
-            (f"cg-unet{d}", f"unet{d}") for d in range(3, 7) if {f"cg-unet{d}", f"unet{d}"} <= have
-        ]
-        deltas = [_row(results, a)["psnr"] - _row(results, b)["psnr"] for a, b in pairs]
-        wins = sum(d > 0 for d in deltas)
-        verdict = (
-            "supported"
-            if wins == len(deltas)
-            else "partly supported"
-            if wins > len(deltas) / 2
-            else "not supported"
-        )
-        text = ", ".join(f"{a} − {b} = {d:+.2f} dB" for (a, b), d in zip(pairs, deltas))
-        return verdict, f"{text} ({wins} of {len(deltas)} depths better with CoordGate)"
-
-    def versus_adaptive_baselines():
-        cg = _row(results, "cg-unet3")
-        parts, wins = [], 0
-        for name in ("lcn-unet3", "pac-unet3"):
-            other = _row(results, name)
-            delta = cg["psnr"] - other["psnr"]
-            wins += delta >= -0.1
-            parts.append(
-                f"{name} {other['psnr']:.2f} dB, {other['params']:,} parameters, "
-                f"{other['train_s']:.0f} s training, {other['infer_ms']:.2f} ms/frame "
-                f"(cg-unet3 {delta:+.2f} dB with {cg['params']:,} parameters, "
-                f"{cg['train_s']:.0f} s, {cg['infer_ms']:.2f} ms)"
-            )
-        verdict = "supported" if wins == 2 else "partly supported" if wins else "not supported"
-        return verdict, "; ".join(parts)
-
-    claim(
-        "(§II) CoordGate matches locally-connected and pixel-adaptive U-Nets at lower cost",
-        "LCNs need far more parameters and run slowly; PAC's fixed pairwise form cannot use "
-        "fast convolutions (counted as matched within 0.1 dB)",
-        ["cg-unet3", "lcn-unet3", "pac-unet3"],
-        versus_adaptive_baselines,
-    )
-    claim(
-        "Adding CoordGate improves the U-Net it is added to",
-        "the addition of CoordGate causes a large increase in performance and efficiency",
-        ["cg-unet3", "unet3"],
-        gate_helps_each_depth,
-    )
-    claim(
-        "CG U-Net(3) beats U-Net(6) with ~60× fewer parameters",
-        "CG U-Net(3) outperforms U-Net(6) despite 60× fewer parameters",
-        ["cg-unet3", "unet6"],
-        cg3_beats_unet6,
-    )
-    claim(
-        "PSNR grows with U-Net depth, U-Net(6) only marginally above U-Net(5)",
-        "PSNR increases with depth; U-Net(6) only marginally better than U-Net(5)",
-        [f"unet{d}" for d in range(3, 7)],
-        depth_helps,
-    )
-    claim(
-        "CoordConv-UNet performs like U-Net(6)",
-        "CoordConv-UNet performed nearly identically to U-Net(6)",
-        ["coordconv-unet6", "unet6"],
-        coordconv_like_unet6,
-    )
-    claim(
-        "MultiWienerNet beats U-Net(6) but loses to CG U-Net(3)",
-        "MultiWienerNet improves over U-Net(6) but is outperformed by the shallower "
-        "CoordGate model",
-        ["multiwiener-unet6", "unet6", "cg-unet3"],
-        multiwiener_between,
-    )
-    claim(
-        "CG U-Net(6) beats CG U-Net(3)",
-        "CG U-Net(6) performs better than CG U-Net(3)",
-        ["cg-unet6", "cg-unet3"],
-        cg6_beats_cg3,
-    )
-    claim(
-        "CoordGate's error is much lower near the centre",
-        "significantly lower loss close to the centre of the image for CoordGate",
-        ["cg-unet3", "unet6"],
-        centre_error,
-    )
-    claim(
-        "SSIM follows PSNR",
-        "SSIM results follow the trend of the PSNR (appendix, Fig. 7)",
-        [],
-        ssim_follows_psnr,
-    )
-    claim(
-        "(ours) the advantage carries over to real images blurred by the same lens",
-        "not in the paper: real microscopy/astronomy images shipped with scikit-image",
-        ["cg-unet3", "unet6"],
-        real_images,
-    )
-    return claims
-
-
-def _ranks(values: list[float]) -> list[int]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0] * len(values)
-    for rank, i in enumerate(order):
-        ranks[i] = rank
-    return ranks
-
-
-COLUMNS = (
-    Column("name", "model"),
-    Column("params", "parameters", ","),
-    Column("psnr", "PSNR (dB)", ".2f"),
-    Column("psnr_std", "± std", ".2f"),
-    Column("ssim", "SSIM", ".3f"),
-    Column("ssim_std", "± std", ".3f"),
-    Column("real_psnr", "real PSNR (dB)", ".2f"),
-    Column("real_ssim", "real SSIM", ".3f"),
-    Column("epochs", "epochs"),
-    Column("best_epoch", "best epoch"),
-    Column("train_s", "train (s)", ".0f"),
-    Column("infer_ms", "infer (ms/img)", ".2f"),
-)
-
-
-def skipped_lines(skipped: list[dict]) -> list[str]:
-    """Report lines for the models this machine could not train (none: no lines)."""
-    if not skipped:
-        return []
-    return ["Not trained here:", ""] + [f"- {s['name']}: {s['reason']}" for s in skipped] + [""]
-
-
-def convergence_note(rows: list[dict]) -> str:
-    """Say which models were still improving when training stopped: their numbers are
-    lower bounds, and comparisons between them also measure speed of convergence."""
-    still = [r["name"] for r in rows if r["best_epoch"] == r["epochs"] and r["epochs"] > 1]
-    if not still:
-        return "Every model stopped improving before its last epoch (converged at this scale)."
-    return (
-        f"**Not converged:** {len(still)} of {len(rows)} models had their best validation "
-        f"loss in their last epoch ({', '.join(still)}), so their scores are lower bounds and "
-        "differences between them also reflect how fast each model learns within this budget."
-    )
-
-
-def report_markdown(results: dict) -> str:
-    """The study's report, generated from ``results`` (no numbers typed by hand)."""
-    preset = results["preset"]
-    dataset = results["dataset"]
-    lines = [
-        "# Deblurring study (paper §IV.B, Figs. 4b, 5, 6, 7)",
-        "",
-        f"Preset **{preset['name']}**: {preset['frame']}×{preset['frame']} sensor frames, "
-        f"{preset['images']} synthetic microscopy frames (train {dataset.get('train')}, "
-        f"val {dataset.get('val')}, test {dataset.get('test')}), base width "
-        f"{preset['base_channels']}, up to {preset['epochs']} epochs (batch "
-        f"{preset['batch_size']}, Adam lr 1e-3 halved after {preset['lr_patience']} epochs "
-        f"without validation improvement, early stopping after "
-        f"{preset['early_stopping_patience']}, time budget per model "
-        f"{preset['time_budget_s']} s), seed {results['seed']}. Blur: the default lens "
-        f"{results['psf_field']}, no noise (as in the paper). Residual learning "
-        f"(output = input + network): {preset['residual']}. Real images: "
-        f"{', '.join(results['real_images'])}.",
-        "",
-        markdown_table(results["models"], COLUMNS),
-        "",
-        convergence_note(results["models"]),
-        "",
-        f"The blurred input itself scores {results['blurred_input']['psnr']:.2f} ± "
-        f"{results['blurred_input']['psnr_std']:.2f} dB PSNR and "
-        f"{results['blurred_input']['ssim']:.3f} SSIM on the test frames, "
-        f"{results['blurred_input']['real_psnr']:.2f} dB on the real images.",
-        "",
-        "PSNR and SSIM: mean ± standard deviation over the test frames (whole frames, data "
-        "range 1). Inference: milliseconds per 1-channel frame, CPU, eval mode (gates cached).",
-        "",
-        *skipped_lines(results.get("skipped", [])),
-        "## The paper's claims at this scale",
-        "",
-        claims_markdown(deblur_claims(results)),
-        "",
-        "## Figures",
-        "",
-        "- `fig4b.png` PSNR vs log10(parameters); `fig7.png` SSIM vs log10(parameters) "
-        "(bars: standard error of the mean over the test frames)",
-        "- `fig5.png` one test frame: sharp, blurred, every model (corner zoomed); "
-        "`fig5_real.png` the same for a real image",
-        "- `fig6.png` validation PSNR per epoch",
-        "- `error_vs_position.png` mean squared error per pixel and vs radius, "
-        "U-Net(6) vs CG U-Net(3)",
-        "",
-        "## Environment",
-        "",
-        environment_markdown(results["environment"]),
-        "",
-    ]
-    return "\n".join(lines)

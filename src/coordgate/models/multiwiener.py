@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coordgate.models.registry import register_model
-from coordgate.models.unet import Frame, UNet, check_image
+from coordgate.models.unet import Frame, UNet, check_image, zero_head
 
 __all__ = ["MultiWienerNet", "WienerDeconvolution", "psfs_from_field"]
 
@@ -149,6 +149,8 @@ class MultiWienerNet(nn.Module):
         self.residual = bool(residual)
         self.wiener = WienerDeconvolution(psfs, regularization, padding)
         self.unet = UNet(depth, self.wiener.channels, out_channels, base_channels)
+        if self.residual:
+            zero_head(self.unet.head)
         self.out_channels, self.depth = out_channels, depth
 
     @property

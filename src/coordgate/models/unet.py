@@ -312,6 +312,15 @@ def check_image(x: torch.Tensor, channels: int, multiple: int, name: str) -> Non
         )
 
 
+def zero_head(head: nn.Conv2d) -> None:
+    """Zero a residual network's last layer, so that it starts as the identity (output =
+    input): early training then cannot make the image worse than the blurred input, and
+    large random corrections never drive the first steps."""
+    nn.init.zeros_(head.weight)
+    if head.bias is not None:
+        nn.init.zeros_(head.bias)
+
+
 def _check_options(depth: int, in_channels: int, out_channels: int, base_channels: int) -> None:
     for name, value in dict(
         depth=depth, in_channels=in_channels, out_channels=out_channels, base_channels=base_channels
@@ -420,6 +429,8 @@ class UNet(nn.Module):
             block(2 * widths[level], widths[level], True, level) for level in range(depth - 1)
         )
         self.head = nn.Conv2d(widths[0], out_channels, 1)
+        if self.residual:
+            zero_head(self.head)
         self.down_gates = self.up_gates = None
         if coordinates == "gate":
             # down_gates[l] gates level l before its pool; up_gates[l] gates level l + 1

@@ -12,6 +12,7 @@ from coordgate.optics.blur import BlurOperator, ShiftInvariantBlur, SpatiallyVar
 from coordgate.optics.boundary import PADDINGS
 from coordgate.optics.field import (
     DEFAULT_GRID_SIZE,
+    DEFAULT_MAX_DEFOCUS,
     GaussianField,
     LensField,
     MeasuredField,
@@ -36,6 +37,7 @@ from coordgate.optics.restoration import (
 __all__ = [
     "ABERRATIONS",
     "DEFAULT_GRID_SIZE",
+    "DEFAULT_MAX_DEFOCUS",
     "BlurOperator",
     "PADDINGS",
     "GaussianField",

@@ -15,11 +15,12 @@ Three kinds of field share one interface:
   rectilinear grid of field points (e.g. bead scans), bilinearly interpolated between
   them and taken from the nearest edge of the grid outside it.
 
-The default lens (21 px PSFs, Nyquist-sampled pupil, 0.25 waves RMS defocus in the
-corners) is diffraction-limited at the centre (Airy core FWHM ~2 px) and blurred to a
-~14 px wide defocus disc in the corners (~7 px at the edge midpoints), so a 64-256 px
-frame is visibly sharp in the middle and blurred toward the edges (paper Fig. 5). The
-PSF is tied to pixels, not to the frame: larger frames see the same pixel blur.
+The default lens (21 px PSFs, Nyquist-sampled pupil, ``DEFAULT_MAX_DEFOCUS`` = 0.75 waves
+RMS defocus in the corners) is diffraction-limited at the centre (Airy core FWHM ~2 px,
+RMS radius 2.2 px) and blurred to a defocus disc of RMS radius 8.7 px in the corners
+(6.6 px at the edge midpoints), so a 64-256 px frame is visibly sharp in the middle and
+blurred toward the edges (paper Fig. 5). The PSF is tied to pixels, not to the frame:
+larger frames see the same pixel blur.
 
 PSFs are returned as float64 CPU tensors with unit sum.
 """
@@ -44,6 +45,7 @@ from coordgate.optics.psf import (
 
 __all__ = [
     "DEFAULT_GRID_SIZE",
+    "DEFAULT_MAX_DEFOCUS",
     "GaussianField",
     "LensField",
     "MeasuredField",
@@ -53,6 +55,9 @@ __all__ = [
 
 #: Grid of field points an analytic field is sampled on when no size is asked for.
 DEFAULT_GRID_SIZE = 17
+#: The project's default lens: RMS waves of defocus in the corners of the frame. One value
+#: everywhere (optics, ``coordgate dataset build``, ``simulate``, the studies).
+DEFAULT_MAX_DEFOCUS = 0.75
 
 
 def field_radius(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +160,7 @@ class PSFField:
     @staticmethod
     def default(
         psf_size: int = 21,
-        max_defocus: float = 0.25,
+        max_defocus: float = DEFAULT_MAX_DEFOCUS,
         pupil_scale: float = 1.0,
         *,
         astigmatism: float = 0.0,
@@ -241,7 +246,7 @@ class LensField(PSFField):
         self,
         psf_size: int = 21,
         *,
-        max_defocus: float = 0.25,
+        max_defocus: float = DEFAULT_MAX_DEFOCUS,
         pupil_scale: float = 1.0,
         astigmatism: float = 0.0,
         coma: float = 0.0,

@@ -9,6 +9,7 @@ from coordgate.training.checkpoint import (
 )
 from coordgate.training.distributed import DistributedContext, init_distributed
 from coordgate.training.fit import (
+    CPU_SCHEDULE,
     NonFiniteLossError,
     TrainConfig,
     TrainingResult,
@@ -19,6 +20,7 @@ from coordgate.training.in_memory import FitResult, fit_tensors
 from coordgate.training.metrics import psnr, ssim
 
 __all__ = [
+    "CPU_SCHEDULE",
     "CheckpointError",
     "DistributedContext",
     "FitResult",

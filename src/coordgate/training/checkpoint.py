@@ -79,11 +79,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: dict) -> Path:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, config: dict, *, dtype: torch.dtype | None = None
+) -> Path:
     """Write ``model``'s weights and ``config`` to ``path`` (``.safetensors``) and its ``.json``.
 
     ``config`` must be JSON-serialisable; ``config["model"] = {"name", "options"}`` is what
-    :func:`load_checkpoint` rebuilds the model from.
+    :func:`load_checkpoint` rebuilds the model from. ``dtype`` (e.g. ``torch.float16`` for
+    half-size files to distribute) stores the floating-point tensors in that type; loading
+    casts them back to the model's.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -96,6 +100,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict) -> Path:
         name: tensor.detach().to("cpu", copy=True).contiguous()
         for name, tensor in model.state_dict().items()
     }
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     atomic_write(path, safetensors_bytes(tensors, metadata={"config": text}))
     atomic_write(path.with_suffix(".json"), (text + "\n").encode())
     return path
