@@ -151,8 +151,13 @@ def report_markdown(results: dict) -> str:
     baseline = results["blurred_input"]
     total = sum(run["train_s"] for row in results["models"] for run in row["runs"])
     claims = [Claim(**c) for c in results["claims"]] if "claims" in results else None
+    title = (
+        "# Sensor regime: crops that carry their sensor origin (beyond the paper)"
+        if results["preset"]["crop"]
+        else "# Deblurring study (paper §IV.B, Figs. 4b, 5, 6, 7)"
+    )
     lines = [
-        "# Deblurring study (paper §IV.B, Figs. 4b, 5, 6, 7)",
+        title,
         "",
         _data_text(results),
         "",
@@ -168,7 +173,8 @@ def report_markdown(results: dict) -> str:
         "",
         "PSNR: mean over the test frames and seeds (± std over the first seed's frames); SSIM "
         "likewise (whole frames, data range 1). Inference: milliseconds per 1-channel frame, "
-        "CPU, eval mode (gates cached).",
+        "CPU, eval mode (gates cached), timed while other runs shared the machine: see "
+        "`benchmarks/results/models.json` for side-by-side speed ratios.",
         "",
         *skipped_lines(results.get("skipped", [])),
         "## The paper's claims at this scale",
