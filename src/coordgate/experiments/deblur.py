@@ -107,9 +107,9 @@ _CONVERGING = {**CPU_SCHEDULE, "lr_patience": 2}
 
 PRESETS = {
     # the demo: a few minutes on 2 cores; a higher peak rate and a fixed length
-    "quick": Preset("quick", frame=64, images=600, base_channels=8, epochs=16, batch_size=16,
+    "quick": Preset("quick", frame=64, images=600, base_channels=8, epochs=14, batch_size=16,
                     models=("cg-unet3", "unet6"),
-                    **{**_CONVERGING, "lr": 3e-3, "anneal_epochs": 15,
+                    **{**_CONVERGING, "lr": 3e-3, "anneal_epochs": 13,
                        "early_stopping_patience": None}),
     "cpu": Preset("cpu", frame=64, images=800, base_channels=8, epochs=30, batch_size=16,
                   models=ALL_MODELS, time_budget_s=3000, headline_seeds=3, **_CONVERGING),
