@@ -15,20 +15,10 @@ from pathlib import Path
 __all__ = ["register"]
 
 
-class _Blurred:
-    """The 'no restoration' baseline: the blurred input itself."""
-
-    def __call__(self, x, origin=None, full_size=None):
-        return x
-
-    def eval(self):
-        return self
-
-
 def _run(args: argparse.Namespace) -> int:
     from coordgate.data.pairs import SPLITS, PairCache, PairDataset
     from coordgate.provenance import environment
-    from coordgate.training import evaluate, load_checkpoint
+    from coordgate.training import BlurredInput, evaluate, load_checkpoint
     from coordgate.training.checkpoint import atomic_write
     from coordgate.training.distributed import resolve_device
 
@@ -46,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     options = dict(batch_size=args.batch_size, device=device, progress=not args.no_progress)
     results = {
         "model": evaluate(model, data, **options),
-        "blurred": evaluate(_Blurred(), data, **options),
+        "blurred": evaluate(BlurredInput(), data, **options),
     }
     name = config["model"]["name"]
     print(f"{name} on {len(data)} {args.split} frames of {cache.path}:")

@@ -20,7 +20,7 @@ import inspect
 import json
 import os
 
-__all__ = ["input_psnr", "parse_options", "register", "train_config"]
+__all__ = ["parse_options", "register", "train_config"]
 
 _DEFAULT_BASE_CHANNELS = 8
 
@@ -59,15 +59,6 @@ def model_options(args: argparse.Namespace, cache) -> dict[str, object]:
     if takes_field and "psf_field" not in options and "psfs" not in options:
         options["psf_field"] = cache.manifest["parameters"]["field"]
     return options
-
-
-def input_psnr(dataset) -> float:
-    """Mean PSNR of the blurred frames of ``dataset`` against their sharp frames: what a
-    model has to improve on."""
-    from coordgate.training.metrics import psnr
-
-    values = [float(psnr(item["blurred"], item["sharp"])) for item in dataset]
-    return sum(values) / len(values)
 
 
 def train_config(args: argparse.Namespace):
@@ -133,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from coordgate.data.pairs import PairCache, PairDataset
     from coordgate.models import build_model, count_parameters
-    from coordgate.training import fit
+    from coordgate.training import BlurredInput, evaluate, fit
 
     cache = PairCache(args.data)
     config = train_config(args)
@@ -168,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     # under torchrun every process runs this command; only rank 0 talks
     main = int(os.environ.get("RANK", "0")) == 0
-    baseline = input_psnr(val)
+    baseline = evaluate(BlurredInput(), val, device="cpu")["psnr"]
     if main:
         print(f"{args.model}: {count_parameters(model):,} parameters; {cache}")
         print(f"blurred input: val PSNR {baseline:.2f} dB; {len(train)} training samples/epoch")

@@ -413,8 +413,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(tensor.mean()), float(tensor.std(unbiased=False))
 
 
-def _outcome(name: str, model, seeds: list[SeedOutcome], frames: _Frames) -> ModelOutcome:
-    """One row of results: means over seeds, the first seed's training story."""
+def _outcome(
+    name: str, model, seeds: list[SeedOutcome], frames: _Frames, real_prediction: torch.Tensor
+) -> ModelOutcome:
+    """One row of results: means over seeds, the first seed's training story; ``model``
+    and ``real_prediction`` (its output on the real frames) are those of the last seed."""
     first = seeds[0]
     psnr_all = [v for s in seeds for v in s.psnr_frames]
     ssim_all = [v for s in seeds for v in s.ssim_frames]
@@ -422,7 +425,7 @@ def _outcome(name: str, model, seeds: list[SeedOutcome], frames: _Frames) -> Mod
     psnr_mean, _ = _mean_std(psnr_all)
     ssim_mean, _ = _mean_std(ssim_all)
     real_mean, real_std = _mean_std(real_all)
-    real_ssim = ssim(_predict_frames(model, frames.real_blurred), frames.real_sharp)
+    real_ssim = ssim(real_prediction, frames.real_sharp)
     return ModelOutcome(
         name=name,
         params=count_parameters(model),
@@ -509,7 +512,7 @@ def run_study(
             scored, predicted = _score_seed(model, result, model_seed, frames)
             seeds.append(scored)
             predictions.setdefault(name, predicted)
-        outcomes.append(_outcome(name, model, seeds, frames))
+        outcomes.append(_outcome(name, model, seeds, frames, predicted["real"]))
     results = {
         "preset": asdict(preset),
         "seed": seed,

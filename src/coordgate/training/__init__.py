@@ -10,6 +10,7 @@ from coordgate.training.checkpoint import (
 from coordgate.training.distributed import DistributedContext, init_distributed
 from coordgate.training.fit import (
     CPU_SCHEDULE,
+    BlurredInput,
     NonFiniteLossError,
     TrainConfig,
     TrainingResult,
@@ -21,6 +22,7 @@ from coordgate.training.metrics import psnr, ssim
 
 __all__ = [
     "CPU_SCHEDULE",
+    "BlurredInput",
     "CheckpointError",
     "DistributedContext",
     "FitResult",

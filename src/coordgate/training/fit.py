@@ -53,6 +53,7 @@ from coordgate.training.metrics import psnr, ssim
 
 __all__ = [
     "CPU_SCHEDULE",
+    "BlurredInput",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainingResult",
@@ -324,6 +325,17 @@ def _sensor_size(item: dict) -> list[int] | None:
     """The sensor frame (H, W) the training items come from, recorded for inference."""
     full_size = item.get("full_size")
     return None if full_size is None else [int(v) for v in torch.as_tensor(full_size).tolist()]
+
+
+class BlurredInput:
+    """The 'no restoration' baseline for :func:`evaluate`: returns the blurred input, so
+    ``evaluate(BlurredInput(), data)`` scores what a model has to improve on."""
+
+    def __call__(self, x, origin=None, full_size=None):
+        return x
+
+    def eval(self):
+        return self
 
 
 @torch.no_grad()
