@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from coordgate import CoordGate
-from coordgate.layers.coords import coordinate_grid
+from coordgate.frames import batch_frames, coordinate_grid
 from coordgate.layers.fused import gated_conv
 from coordgate.layers.gate import encode_pixels
 from coordgate.models import build_model
-from coordgate.models.unet import apply_gate, batch_frames
 
 
 def randomise(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
@@ -87,10 +86,10 @@ def test_unet_gate_with_per_sample_frames_matches_the_per_frame_path():
     gate = randomise(CoordGate(4))
     x = torch.randn(4, 4, 8, 12, requires_grad=True)
     origins = torch.tensor([[0, 0], [6, 2], [0, 0], [3, 5]])
-    frames = batch_frames(x, origins, (128, 96))
     for level in (0, 1, 2):
-        y = apply_gate(gate, x, frames, level)
         scale = 2**level
+        full_resolution = x.new_empty(4, 4, 8 * scale, 12 * scale)
+        y = gate(x, batch_frames(full_resolution, origins, (128, 96)).scaled(level))
         expected = x * reference_gates(
             gate,
             (8, 12),

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from coordgate.commands import models as models_command
+from coordgate.frames import Frame, batch_frames
 from coordgate.models import build_model, count_parameters, list_models
 from coordgate.models.multiwiener import WienerDeconvolution
-from coordgate.models.unet import CoordConvUNet, CoordGateUNet, UNet, batch_frames
+from coordgate.models.unet import CoordConvUNet, CoordGateUNet, UNet
 
 TINY_PSFS = torch.rand(4, 5, 5) + 0.1
 
@@ -170,10 +171,11 @@ def test_per_sample_origins_match_separate_calls(name):
 def test_batch_frames_groups_shared_origins():
     x = torch.zeros(4, 1, 8, 8)
     frames = batch_frames(x, torch.tensor([[0, 0], [4, 4], [0, 0], [4, 4]]), (16, 16))
-    assert frames.origins == ((0.0, 0.0), (4.0, 4.0)) and frames.inverse.tolist() == [0, 1, 0, 1]
-    assert frames.scaled(1, 2) == ((1.0, 1.0), (4.0, 4.0))
+    origins = tuple(f.origin for f in frames.frames)
+    assert origins == ((0.0, 0.0), (4.0, 4.0)) and frames.inverse.tolist() == [0, 1, 0, 1]
+    assert frames.scaled(2).frames[1] == Frame((1.0, 1.0), (4.0, 4.0))
     single = batch_frames(x, torch.tensor([[4, 4]] * 4), (16, 16))
-    assert single.inverse is None and single.origins == ((4.0, 4.0),)
+    assert single.inverse is None and tuple(f.origin for f in single.frames) == ((4.0, 4.0),)
 
 
 @pytest.mark.parametrize("model_class", [CoordGateUNet, CoordConvUNet])

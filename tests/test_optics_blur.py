@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coordgate.layers.coords import coordinate_grid
+from coordgate.frames import coordinate_grid
 from coordgate.optics import (
     PADDINGS,
     MeasuredField,

@@ -4,6 +4,7 @@ The package root re-exports the layers; the study (optics, data, models, trainin
 experiments) lives in the sub-packages.
 """
 
+from coordgate.frames import coordinate_grid
 from coordgate.layers import (
     GATE_MODES,
     AddCoords,
@@ -12,7 +13,6 @@ from coordgate.layers import (
     CoordGateConv,
     LocallyConnected,
     PixelAdaptiveConv,
-    coordinate_grid,
 )
 
 __all__ = [

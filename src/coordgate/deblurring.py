@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from torch import nn
 
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.inference import predict
+from coordgate.models import DeblurringModel
 
 __all__ = ["NORMALISATIONS", "deblur_frame", "normaliser_for_config", "sensor_frame"]
 
@@ -58,7 +58,7 @@ def normaliser_for_config(
 
 
 def sensor_frame(
-    model: nn.Module,
+    model: DeblurringModel,
     config: dict,
     size: Sequence[int],
     origin: Sequence[float] | None = None,
@@ -70,8 +70,7 @@ def sensor_frame(
     lies: without ``full_size`` that is an error rather than a silent guess.
     """
     trained = config.get("full_size")
-    aware = getattr(model, "uses_coordinates", True)
-    if full_size is None and aware and trained and tuple(trained) != tuple(size):
+    if full_size is None and model.uses_coordinates and trained and tuple(trained) != tuple(size):
         raise ValueError(
             f"the image is {size[0]}x{size[1]} pixels but the model was trained on a "
             f"{trained[0]}x{trained[1]} sensor frame; give the sensor's full size (and the "
@@ -81,7 +80,7 @@ def sensor_frame(
 
 
 def deblur_frame(
-    model: nn.Module,
+    model: DeblurringModel,
     frame: np.ndarray,
     normaliser: PercentileNormalizer | None,
     *,

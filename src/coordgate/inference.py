@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from coordgate.layers.coords import resolve_frame
+from coordgate.frames import resolve_frame
+from coordgate.models.interface import DeblurringModel, check_deblurring_model
 
 __all__ = [
     "TilePlan",
@@ -44,23 +44,18 @@ def _round_up(value: float, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
 
-def _multiple(model: nn.Module) -> int:
-    return int(getattr(model, "required_multiple", 1))
-
-
-def default_overlap(model: nn.Module) -> int:
+def default_overlap(model: DeblurringModel) -> int:
     """Overlap between neighbouring tiles: two half receptive fields plus a blending ramp,
     rounded up to the model's ``required_multiple``."""
-    half = int(getattr(model, "receptive_field", 1)) // 2
-    return _round_up(2 * half + _RAMP, _multiple(model))
+    return _round_up(2 * (model.receptive_field // 2) + _RAMP, model.required_multiple)
 
 
-def default_tile(model: nn.Module, memory_budget: int = 1 << 30, itemsize: int = 4) -> int:
+def default_tile(model: DeblurringModel, memory_budget: int = 1 << 30, itemsize: int = 4) -> int:
     """The largest tile side whose estimated activations fit in ``memory_budget`` bytes,
     a multiple of the model's ``required_multiple``, and at least two overlaps (so that
     at least about half of each tile is new output)."""
-    multiple = _multiple(model)
-    side = int(math.sqrt(memory_budget / (_activation_channels(model) * itemsize)))
+    multiple = model.required_multiple
+    side = int(math.sqrt(memory_budget / (model.activation_channels * itemsize)))
     return max(side // multiple * multiple, 2 * default_overlap(model))
 
 
@@ -176,17 +171,12 @@ def _padding(length: int, origin: float, full: float, multiple: int, aware: bool
     return before, after
 
 
-def _activation_channels(model: nn.Module) -> int:
-    """Floats held per input pixel at peak (the model's estimate, else a generous guess)."""
-    return int(getattr(model, "activation_channels", 64))
-
-
-def _estimated_bytes(model: nn.Module, pixels: int, batch: int, itemsize: int) -> int:
-    return pixels * batch * _activation_channels(model) * itemsize
+def _estimated_bytes(model: DeblurringModel, pixels: int, batch: int, itemsize: int) -> int:
+    return pixels * batch * model.activation_channels * itemsize
 
 
 def predict(
-    model: nn.Module,
+    model: DeblurringModel,
     image: np.ndarray | torch.Tensor,
     *,
     tile: int | Sequence[int] | str | None = None,
@@ -220,10 +210,10 @@ def predict(
             after each batch of them; an exception raised by it stops the prediction
             (this is how a caller cancels).
     """
+    model = check_deblurring_model(model, "predict")
     parameter = next(model.parameters())
-    x, ndim = _as_batch(image, int(getattr(model, "in_channels", 1)))
-    multiple = _multiple(model)
-    aware = bool(getattr(model, "uses_coordinates", True))
+    x, ndim = _as_batch(image, model.in_channels)
+    multiple, aware = model.required_multiple, model.uses_coordinates
     h, w = x.shape[2:]
     frame_origin, frame_full = resolve_frame((h, w), origin, full_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -251,7 +241,7 @@ def predict(
         x = F.pad(x, (*pads[1], *pads[0]), mode=mode)
     origin_padded = [o - p[0] for o, p in zip(frame_origin, pads)]
 
-    half_field = int(getattr(model, "receptive_field", 1)) // 2
+    half_field = model.receptive_field // 2
     rows, cols = (
         plan_windows(length, size, overlap, multiple, half_field)
         for length, size in zip(x.shape[2:], sizes)
@@ -272,7 +262,7 @@ def predict(
 
 
 def _run_windows(
-    model: nn.Module,
+    model: DeblurringModel,
     x: torch.Tensor,
     rows: TilePlan,
     cols: TilePlan,

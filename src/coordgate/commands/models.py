@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 
 __all__ = ["model_table", "register"]
 
@@ -16,7 +15,7 @@ def model_table(base_channels: int | None = None) -> list[tuple[str, str, str]]:
     rows = []
     for spec in list_models():
         options = {}
-        if base_channels is not None and _takes(spec.builder, "base_channels"):
+        if base_channels is not None and "base_channels" in spec.options:
             options["base_channels"] = base_channels
         try:
             count = f"{count_parameters(spec.builder(**options)):,}"
@@ -24,12 +23,6 @@ def model_table(base_channels: int | None = None) -> list[tuple[str, str, str]]:
             count = f"n/a ({error})"
         rows.append((spec.name, count, spec.description))
     return rows
-
-
-def _takes(builder, name: str) -> bool:
-    """Whether ``builder`` accepts the keyword ``name`` (directly or through **options)."""
-    parameters = inspect.signature(builder).parameters.values()
-    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _run(args: argparse.Namespace) -> int:

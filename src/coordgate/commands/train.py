@@ -16,9 +16,12 @@ a cosine over ``--epochs``, then early stopping once validation stops improving)
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from coordgate.models import DeblurringModel
 
 __all__ = ["parse_options", "register", "train_config"]
 
@@ -43,17 +46,13 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
 def model_options(args: argparse.Namespace, cache) -> dict[str, object]:
     """The model's options: ``--option``s, ``--base-channels`` and, for models built from
     PSFs (MultiWienerNet), the PSF field the pairs were blurred with."""
-    from coordgate.models import list_models
+    from coordgate.models import lookup_model
 
     options = parse_options(args.option)
-    specs = {spec.name: spec for spec in list_models()}
-    if args.model not in specs:
-        raise ValueError(f"unknown model {args.model!r}; known models: {', '.join(sorted(specs))}")
-    accepted = inspect.signature(specs[args.model].builder).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    accepted = lookup_model(args.model).options
     if args.base_channels is not None or "base_channels" not in options:
         options["base_channels"] = args.base_channels or _DEFAULT_BASE_CHANNELS
-    if ("residual" in accepted or takes_any) and "residual" not in options:
+    if "residual" in accepted and "residual" not in options:
         options["residual"] = args.residual
     takes_field = "psf_field" in accepted
     if takes_field and "psf_field" not in options and "psfs" not in options:
@@ -99,8 +98,8 @@ def train_config(args: argparse.Namespace):
     )
 
 
-def _check_size(model, size: tuple[int, int], what: str) -> None:
-    multiple = int(getattr(model, "required_multiple", 1))
+def _check_size(model: DeblurringModel, size: tuple[int, int], what: str) -> None:
+    multiple = model.required_multiple
     if size[0] % multiple or size[1] % multiple:
         raise ValueError(
             f"{what} of {size[0]}x{size[1]} pixels: the model needs sides divisible by "
@@ -123,14 +122,14 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from coordgate.data.pairs import PairCache, PairDataset
-    from coordgate.models import build_model, count_parameters
+    from coordgate.models import build_model, check_deblurring_model, count_parameters
     from coordgate.training import BlurredInput, evaluate, fit
 
     cache = PairCache(args.data)
     config = train_config(args)
     options = model_options(args, cache)
     torch.manual_seed(args.seed)
-    model = build_model(args.model, **options)
+    model = check_deblurring_model(build_model(args.model, **options), "coordgate train")
     crops = args.crops_per_frame if args.crops_per_frame is not None else "area"
     train = PairDataset(
         cache,
@@ -171,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
             config,
             args.out,
             resume=args.resume,
-            model_spec={"name": args.model, "options": options},
+            model_spec=model.model_spec,
             extra_config=extra,
         )
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """Geometry of samples on the sensor: sizes, crops at an origin, flips and rotations.
 
 A sample's ``origin`` is the (row, col) of its first pixel in the full sensor frame of
-``full_size`` (H, W) pixels (see :mod:`coordgate.layers.coords`). The eight dihedral
+``full_size`` (H, W) pixels (see :mod:`coordgate.frames`). The eight dihedral
 transforms (flips and 90-degree rotations) are indexed 0-7 by :func:`dihedral`;
 :func:`dihedral_origin` says where a transformed crop sits in the transformed frame, so
 an augmented sample keeps a truthful origin.
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from coordgate.frames import resolve_frame
 
 __all__ = ["as_size", "crop_at", "dihedral", "dihedral_origin", "dihedral_size"]
 
@@ -29,13 +31,10 @@ def as_size(size: int | Sequence[int], name: str = "size") -> tuple[int, int]:
 
 
 def crop_at(image: torch.Tensor, origin: Sequence[int], size: Sequence[int]) -> torch.Tensor:
-    """``image[..., r : r + h, c : c + w]`` for origin (r, c), size (h, w), bounds checked."""
-    (r, c), (h, w) = (int(o) for o in origin), as_size(size)
-    full = tuple(image.shape[-2:])
-    if r < 0 or c < 0 or r + h > full[0] or c + w > full[1]:
-        raise ValueError(
-            f"a {h}x{w} crop at origin ({r}, {c}) does not fit a {full[0]}x{full[1]} frame"
-        )
+    """``image[..., r : r + h, c : c + w]`` for origin (r, c), size (h, w); ``ValueError``
+    unless the crop fits in the image (:func:`coordgate.frames.resolve_frame`)."""
+    (h, w), whole = as_size(size), tuple(image.shape[-2:])
+    r, c = (int(o) for o in resolve_frame((h, w), [int(o) for o in origin], whole).origin)
     return image[..., r : r + h, c : c + w]
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from coordgate.data.sensor import as_size
-from coordgate.layers.coords import coordinate_grid
+from coordgate.frames import coordinate_grid
 
 __all__ = ["MicroscopyStyle", "SyntheticMicroscopy", "synthetic_microscopy"]
 

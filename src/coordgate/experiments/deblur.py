@@ -29,8 +29,8 @@ from coordgate.data.pairs import PairDataset, build_pairs
 from coordgate.data.samples import sample_images
 from coordgate.experiments._deblur_claims import deblur_claims
 from coordgate.experiments._deblur_report import write_outputs
+from coordgate.frames import coordinate_grid
 from coordgate.inference import predict
-from coordgate.layers.coords import coordinate_grid
 from coordgate.models import build_model, count_parameters
 from coordgate.models.multiwiener import psfs_from_field
 from coordgate.optics import DEFAULT_MAX_DEFOCUS, PSFField, SpatiallyVaryingBlur

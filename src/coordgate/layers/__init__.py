@@ -1,8 +1,8 @@
 """Torch-only building blocks: sensor coordinates, CoordGate and its baselines."""
 
+from coordgate.frames import coordinate_grid
 from coordgate.layers.conv import CoordGateConv
 from coordgate.layers.coordconv import AddCoords, CoordConv
-from coordgate.layers.coords import coordinate_grid
 from coordgate.layers.gate import GATE_MODES, CoordGate
 from coordgate.layers.local import LocallyConnected
 from coordgate.layers.pac import PixelAdaptiveConv

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from coordgate.frames import FrameLike, Where
 from coordgate.layers.fused import gated_conv
 from coordgate.layers.gate import CoordGate
 from coordgate.layers.shapes import check_dim, check_features, conv_nd
@@ -47,9 +48,11 @@ class CoordGateConv(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        origin: Where = None,
+        full_size: FrameLike = None,
     ) -> torch.Tensor:
+        """x: (N, in_channels, *spatial) -> (N, out_channels, *spatial); ``origin`` /
+        ``full_size`` (or a frame) place x on the sensor as for :class:`CoordGate`."""
         check_features(x, self.in_channels, self.dim, "CoordGateConv")
         # The gate is needed before the convolution: ask for it with a stand-in of the
         # convolution's output shape (no memory).

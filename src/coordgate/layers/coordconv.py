@@ -2,8 +2,8 @@
 
 The paper's baseline: the coordinates enter a weighted sum with the data, so they cannot
 act the same way on every sample (paper §II). Coordinates are the project's sensor
-coordinates (``coordinate_grid``), built on the input's device, one channel per axis in
-axis order (for 2D: rows then columns), correct for non-square inputs.
+coordinates (:meth:`coordgate.frames.Frame.grid`), built on the input's device, one channel
+per axis in axis order (for 2D: rows then columns), correct for non-square inputs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from coordgate.layers.coords import coordinate_grid, per_sample_origins
+from coordgate.frames import Frame, FrameLike, Where, batch_frames
 from coordgate.layers.shapes import check_dim, check_features, conv_nd
 
 __all__ = ["AddCoords", "CoordConv"]
@@ -39,24 +39,17 @@ class AddCoords(nn.Module):
         return f"dim={self.dim}, with_r={self.with_r}"
 
     def forward(
-        self,
-        x: torch.Tensor,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
     ) -> torch.Tensor:
+        """x: (N, C, *spatial) -> (N, C + extra_channels, *spatial), each sample's
+        coordinates in its own frame (see :func:`~coordgate.frames.batch_frames`)."""
         check_features(x, None, self.dim, "AddCoords")
-        rows = per_sample_origins(origin, x.shape[0], self.dim)
-        if rows is None:
-            coords = self._coords(x, origin, full_size).unsqueeze(0)
-            coords = coords.expand(x.shape[0], *coords.shape[1:])
-        else:
-            coords = torch.stack([self._coords(x, row, full_size) for row in rows])
-        return torch.cat([x, coords], dim=1)
+        frames = batch_frames(x, origin, full_size)
+        coords = frames.per_sample(lambda order: torch.stack([self._coords(x, f) for f in order]))
+        return torch.cat([x, coords.expand(x.shape[0], *coords.shape[1:])], dim=1)
 
-    def _coords(self, x: torch.Tensor, origin, full_size) -> torch.Tensor:
-        coords = coordinate_grid(
-            x.shape[2:], origin=origin, full_size=full_size, device=x.device, dtype=x.dtype
-        )
+    def _coords(self, x: torch.Tensor, frame: Frame) -> torch.Tensor:
+        coords = frame.grid(x.shape[2:], device=x.device, dtype=x.dtype)
         if self.with_r:
             coords = torch.cat([coords, coords.square().sum(0, keepdim=True).sqrt()])
         return coords
@@ -94,8 +87,8 @@ class CoordConv(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        origin: Where = None,
+        full_size: FrameLike = None,
     ) -> torch.Tensor:
         check_features(x, self.in_channels, self.dim, "CoordConv")
         return self.conv(self.add_coords(x, origin, full_size))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from coordgate.layers.coords import axis_coordinates, per_sample_origins, resolve_frame
+from coordgate.frames import Frame, FrameLike, Where, batch_frames, resolve_frame, stacked_axes
 from coordgate.layers.shapes import check_dim, check_features
 
 __all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder", "encode_pixels"]
@@ -163,28 +163,29 @@ class CoordGate(nn.Module):
     def gate(
         self,
         size: Sequence[int],
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        origin: FrameLike | Frame = None,
+        full_size: FrameLike = None,
         *,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """The gate g(C) for an input of spatial ``size`` at ``origin`` in ``full_size``.
+        """The gate g(C) for an input of spatial ``size`` at ``origin`` in ``full_size``
+        (or in the :class:`~coordgate.frames.Frame` given as ``origin``).
 
         Returns (C, *size). Always recomputed (see ``forward`` for the cached path).
         """
         size = tuple(int(s) for s in size)
-        origin_t, full_t = resolve_frame(size, origin, full_size)
+        frame = resolve_frame(size, origin, full_size)
         param = next(self.parameters())
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
         if self.mode == "map":
-            return self._crop_map(size, origin_t, full_t).to(dtype)
-        frame = dict(origin=origin_t, full_size=full_t, device=device, dtype=dtype)
+            return self._crop_map(size, frame).to(dtype)
+        axes = frame.axes(size, device=device, dtype=dtype)
         if self.mode == "mlp":
-            return self._encode([t[None] for t in axis_coordinates(size, **frame)])[0]
+            return self._encode([t[None] for t in axes])[0]
         out = self.map.to(dtype)
-        for a, coords in enumerate(axis_coordinates(size, **frame)):
+        for a, coords in enumerate(axes):
             w = cubic_weights(coords, self.grid)  # (size[a], grid)
             out = torch.tensordot(out, w, dims=([1 + a], [1]))  # interpolated axis goes last
             out = torch.movedim(out, out.ndim - 1, 1 + a)
@@ -210,29 +211,26 @@ class CoordGate(nn.Module):
                 f"origins and full_sizes must give the same number (>= 1) of frames, "
                 f"got {len(origins)} and {len(full_sizes)}"
             )
+        frames = [resolve_frame(size, o, f) for o, f in zip(origins, full_sizes)]
+        return self._gates(size, frames, device=device, dtype=dtype)
+
+    def _gates(
+        self,
+        size: tuple[int, ...],
+        frames: Sequence[Frame],
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """:meth:`gates` of validated frames."""
         # The batched pass needs the encoder on coordinates; other gates (maps, or a
         # subclass's own gate()) are stacked frame by frame.
         if self.mode != "mlp" or type(self).gate is not CoordGate.gate:
-            return torch.stack(
-                [
-                    self.gate(size, o, f, device=device, dtype=dtype)
-                    for o, f in zip(origins, full_sizes)
-                ]
-            )
-        frames = [resolve_frame(size, o, f) for o, f in zip(origins, full_sizes)]
+            return torch.stack([self.gate(size, f, device=device, dtype=dtype) for f in frames])
         param = next(self.parameters())
-        like = dict(
-            device=param.device if device is None else device,
-            dtype=param.dtype if dtype is None else dtype,
-        )
-        origin_t = torch.tensor([o for o, _ in frames], **like)
-        full_t = torch.tensor([f for _, f in frames], **like)
-        # axis_coordinates' arithmetic, one row per frame
-        axes = [
-            (2 * (origin_t[:, a, None] + torch.arange(n, **like)) + 1) / full_t[:, a, None] - 1
-            for a, n in enumerate(size)
-        ]
-        return self._encode(axes)
+        device = param.device if device is None else device
+        dtype = param.dtype if dtype is None else dtype
+        return self._encode(stacked_axes(size, frames, device=device, dtype=dtype))
 
     def _encode(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
         """The MLP gate on the grids of K frames: ``axes[a]`` (K, size[a]) holds each
@@ -254,7 +252,8 @@ class CoordGate(nn.Module):
                 h = module(h)  # the pointwise activation
         return h.view(k, h.shape[1], *size)
 
-    def _crop_map(self, size, origin, full_size) -> torch.Tensor:
+    def _crop_map(self, size: tuple[int, ...], frame: Frame) -> torch.Tensor:
+        origin, full_size = frame
         if tuple(full_size) != tuple(float(s) for s in self.size) or any(
             o != math.floor(o) for o in origin
         ):
@@ -266,18 +265,17 @@ class CoordGate(nn.Module):
         index = tuple(slice(int(o), int(o) + s) for o, s in zip(origin, size))
         return self.map[(slice(None),) + index]
 
-    def _cache_key(self, size, origin, full_size, device, dtype) -> tuple:
+    def _cache_key(self, size, frame: Frame, device, dtype) -> tuple:
         params = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        return (size, origin, full_size, str(device), dtype, params)
+        return (size, frame.origin, frame.full_size, str(device), dtype, params)
 
-    def _cached_gate(self, size, origin, full_size, device, dtype) -> tuple[torch.Tensor, bool]:
+    def _cached_gate(self, size, frame: Frame, device, dtype) -> tuple[torch.Tensor, bool]:
         """The eval gate (C, *size) from the cache, and whether it is non-negative."""
-        origin_t, full_t = resolve_frame(size, origin, full_size)
-        key = self._cache_key(size, origin_t, full_t, device, dtype)
+        key = self._cache_key(size, frame, device, dtype)
         entry = self._cache.get(key)
         if entry is None:
             with torch.inference_mode(False), torch.no_grad():
-                gate = self._gate_in_bands(size, origin_t, full_t, device, dtype)
+                gate = self._gate_in_bands(size, frame, device, dtype)
             entry = self._cache[key] = (gate, bool((gate >= 0).all()))
             while len(self._cache) > 1 and (
                 len(self._cache) > _CACHE_ENTRIES or self.cache_bytes > _CACHE_BYTES
@@ -287,113 +285,98 @@ class CoordGate(nn.Module):
             self._cache.move_to_end(key)
         return entry
 
-    def _gate_in_bands(self, size, origin, full_size, device, dtype) -> torch.Tensor:
+    def _gate_in_bands(self, size, frame: Frame, device, dtype) -> torch.Tensor:
         """:meth:`gate`, built a band of rows at a time so that the encoder's hidden
         activations stay within ``_BAND_BYTES`` (each pixel's value is unchanged)."""
         hidden = getattr(self, "hidden", 1) if self.mode == "mlp" else 1
         row = math.prod(size[1:]) * hidden * torch.finfo(dtype).bits // 8
         step = max(1, _BAND_BYTES // max(row, 1))
         if self.mode != "mlp" or step >= size[0]:
-            return self.gate(size, origin, full_size, device=device, dtype=dtype)
+            return self.gate(size, frame, device=device, dtype=dtype)
         out = torch.empty(self.channels, *size, device=device, dtype=dtype)
+        origin = frame.origin
         for r in range(0, size[0], step):
             band = (min(step, size[0] - r),) + tuple(size[1:])
-            shifted = (origin[0] + r,) + tuple(origin[1:])
-            out[:, r : r + band[0]] = self.gate(
-                band, shifted, full_size, device=device, dtype=dtype
-            )
+            shifted = Frame((origin[0] + r,) + tuple(origin[1:]), frame.full_size)
+            out[:, r : r + band[0]] = self.gate(band, shifted, device=device, dtype=dtype)
         return out
 
     def forward(
-        self,
-        x: torch.Tensor,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
     ) -> torch.Tensor:
         """x: (N, C, *spatial) -> x * g(C), same shape.
 
         ``origin`` / ``full_size`` place ``x`` in the sensor frame, in ``x``'s own pixel
         units (fractional at a downsampled level: ``origin / 2**level``). ``origin`` may
-        also be an (N, dim) tensor, one origin per sample (e.g. random training crops).
+        also be an (N, dim) tensor, one origin per sample (e.g. random training crops), or
+        a validated :class:`~coordgate.frames.Frame` / :class:`~coordgate.frames.BatchFrames`.
         In eval mode the gate is a cached constant; tracing and export compute it in the graph.
         """
         return x * self.weights_for(x, origin, full_size)
 
     def weights_for(
-        self,
-        x: torch.Tensor,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
     ) -> torch.Tensor:
         """The gate for features ``x``, shaped to broadcast against them: (1 or N, C, *spatial)."""
         return self.weights_and_sign(x, origin, full_size)[0]
 
     def weights_and_sign(
-        self,
-        x: torch.Tensor,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
     ) -> tuple[torch.Tensor, bool]:
         """:meth:`weights_for` and whether that gate is known to be non-negative (true only
-        of cached eval gates that are), which lets a ReLU before the gate commute with it."""
+        of cached eval gates that are), which lets a ReLU before the gate commute with it.
+
+        Per-sample frames get one batched gate evaluation over all of them (in eval mode,
+        crops of one cached gate of the whole sensor where the frames allow).
+        """
         check_features(x, self.channels, self.dim, "CoordGate")
-        size = tuple(x.shape[2:])
-        rows = per_sample_origins(origin, x.shape[0], self.dim)
-        if rows is None:
-            origin_t, full_t = resolve_frame(size, origin, full_size)
-            return self.frame_weights(size, [origin_t], [full_t], like=x)
-        full = resolve_frame(size, rows[0], full_size)[1]
-        return self.frame_weights(size, rows, [full] * len(rows), like=x)
+        frames = batch_frames(x, origin, full_size)
+        order, index = frames.evaluation_order()
+        weights, nonnegative = self.frame_weights(frames.size, order, like=x)
+        return (weights if index is None else weights[index]), nonnegative
 
     def frame_weights(
-        self,
-        size: Sequence[int],
-        origins: Sequence[Sequence[float]],
-        full_sizes: Sequence[Sequence[float]],
-        *,
-        like: torch.Tensor,
+        self, size: tuple[int, ...], frames: Sequence[Frame], *, like: torch.Tensor
     ) -> tuple[torch.Tensor, bool]:
-        """The gates of K frames (K, C, *size) on ``like``'s device and dtype, and whether
-        they are known to be non-negative.
+        """The gates of K validated frames (K, C, *size) on ``like``'s device and dtype,
+        and whether they are known to be non-negative.
 
         Training and export evaluate all frames in one batched pass (:meth:`gates`). In eval
         mode, frames whose origins and common ``full_size`` are whole pixels (the whole
         image, crops and tiles on the pooling grid, at every U-Net level) are cut from one
         cached gate of the whole frame; another single frame has its own cached gate.
         """
-        size = tuple(int(s) for s in size)
-        for o, f in zip(origins, full_sizes):
-            resolve_frame(size, o, f)
         if self._computes_in_graph():
-            return self.gates(
-                size, origins, full_sizes, device=like.device, dtype=like.dtype
-            ), False
-        table = self._frame_table(size, origins, full_sizes, like)
+            return self._gates(size, frames, device=like.device, dtype=like.dtype), False
+        table = self._frame_table(frames, like)
         if table is not None:
             whole, nonnegative = table
             crops = [
-                whole[(slice(None),) + tuple(slice(int(o), int(o) + n) for o, n in zip(at, size))]
-                for at in origins
+                whole[
+                    (slice(None),)
+                    + tuple(slice(int(o), int(o) + n) for o, n in zip(f.origin, size))
+                ]
+                for f in frames
             ]
             return torch.stack(crops) if len(crops) > 1 else crops[0][None], nonnegative
-        if len(origins) == 1:
-            gate, nonnegative = self._cached_gate(
-                size, origins[0], full_sizes[0], like.device, like.dtype
-            )
+        if len(frames) == 1:
+            gate, nonnegative = self._cached_gate(size, frames[0], like.device, like.dtype)
             return gate[None], nonnegative
-        return self.gates(size, origins, full_sizes, device=like.device, dtype=like.dtype), False
+        return self._gates(size, frames, device=like.device, dtype=like.dtype), False
 
-    def _frame_table(self, size, origins, full_sizes, like) -> tuple[torch.Tensor, bool] | None:
+    def _frame_table(
+        self, frames: Sequence[Frame], like: torch.Tensor
+    ) -> tuple[torch.Tensor, bool] | None:
         """The cached gate of the whole common frame when every crop lies on its pixels."""
-        full = tuple(full_sizes[0])
+        full = frames[0].full_size
         whole = tuple(int(f) for f in full)
-        values = [v for o in origins for v in o] + list(full)
-        if any(tuple(f) != full for f in full_sizes) or any(v != int(v) for v in values):
+        values = [v for f in frames for v in f.origin] + list(full)
+        if any(f.full_size != full for f in frames) or any(v != int(v) for v in values):
             return None
         table_bytes = self.channels * math.prod(whole) * like.element_size()
         if table_bytes > _CACHE_BYTES:
             return None
-        return self._cached_gate(whole, None, full, like.device, like.dtype)
+        return self._cached_gate(whole, Frame((0.0,) * len(whole), full), like.device, like.dtype)
 
     def _computes_in_graph(self) -> bool:
         """Training, tracing and export compute the gate in the graph; eval caches it."""

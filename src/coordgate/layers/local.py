@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coordgate.frames import Frame, FrameLike, Where, batch_frames
 from coordgate.layers.shapes import check_dim, check_features, same_padding
 
 __all__ = ["LocallyConnected", "local_patches", "valid_patches"]
@@ -84,15 +85,53 @@ class LocallyConnected(nn.Module):
             f"size={self.size}, bias={self.bias is not None}"
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
+    ) -> torch.Tensor:
+        """x: (N, in_channels, *spatial) -> (N, out_channels, *spatial).
+
+        The weights cover a frame of ``size``: x is the whole frame, or crops of it placed
+        by ``origin`` / ``full_size`` (one per sample allowed; see
+        :func:`~coordgate.frames.batch_frames`). Each crop is set at its origin in a zero
+        canvas of the frame, so it meets the kernels of the positions it covers and zeros
+        beyond its borders, exactly what 'same' zero padding of the crop would give.
+        """
         check_features(x, self.in_channels, self.dim, "LocallyConnected")
-        if tuple(x.shape[2:]) != self.size:
+        frames = batch_frames(x, origin, full_size)
+        pads = [self._canvas_padding(frames.size, f, x) for f in frames.frames]
+        if frames.inverse is None:
+            return _unpad(self._whole(_pad(x, pads[0])), pads[0])
+        index = frames.inverse.tolist()
+        y = self._whole(torch.stack([_pad(x[i], pads[k]) for i, k in enumerate(index)]))
+        return torch.stack([_unpad(y[i], pads[k]) for i, k in enumerate(index)])
+
+    def _canvas_padding(self, size: tuple[int, ...], frame: Frame, x: torch.Tensor) -> list[int]:
+        """``F.pad`` amounts that place an input of ``size`` at ``frame``'s origin in the
+        frame the weights cover."""
+        origin, full = frame
+        if full != tuple(float(s) for s in self.size) or any(o != int(o) for o in origin):
             raise ValueError(
-                f"LocallyConnected has weights for spatial size {self.size}, "
-                f"got input of shape {tuple(x.shape)}"
+                f"LocallyConnected has weights for spatial size {self.size}: the input must "
+                f"lie at whole-pixel origins in a frame of that full_size, got input of shape "
+                f"{tuple(x.shape)} at origin {origin} in full_size {full}"
             )
+        pads: list[int] = []
+        for o, n, f in zip(reversed(origin), reversed(size), reversed(self.size)):
+            pads += [int(o), f - int(o) - n]
+        return pads
+
+    def _whole(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer on inputs of the whole frame: (N, in, *size) -> (N, out, *size)."""
         patches = local_patches(x, self.kernel_size).transpose(0, 1)  # (P, N, C*K)
         out = torch.bmm(patches, self.weight.transpose(1, 2))  # (P, N, out)
         if self.bias is not None:
             out = out + self.bias.unsqueeze(1)
         return out.permute(1, 2, 0).reshape(x.shape[0], self.out_channels, *self.size)
+
+
+def _pad(x: torch.Tensor, pads: list[int]) -> torch.Tensor:
+    return F.pad(x, pads) if any(pads) else x
+
+
+def _unpad(x: torch.Tensor, pads: list[int]) -> torch.Tensor:
+    return F.pad(x, [-p for p in pads]) if any(pads) else x

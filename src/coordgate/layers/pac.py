@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coordgate.layers.coords import coordinate_grid, per_sample_origins
+from coordgate.frames import Frame, FrameLike, Where, batch_frames, coordinate_grid
 from coordgate.layers.gate import coordinate_encoder, encode_pixels
 from coordgate.layers.local import valid_patches
 from coordgate.layers.shapes import check_dim, check_features, same_padding
@@ -90,8 +90,8 @@ class PixelAdaptiveConv(nn.Module):
     def guidance(
         self,
         size: Sequence[int],
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        origin: FrameLike | Frame = None,
+        full_size: FrameLike = None,
         *,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
@@ -103,23 +103,19 @@ class PixelAdaptiveConv(nn.Module):
         return encode_pixels(self.guide, coords)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        origin: float | Sequence[float] | Sequence[Sequence[float]] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
     ) -> torch.Tensor:
         """x: (N, in_channels, *spatial) -> (N, out_channels, *spatial).
 
-        ``origin``: one origin for the batch, or (N, dim) per-sample origins.
+        ``origin``: one origin for the batch, (N, dim) per-sample origins, or a frame (see
+        :func:`~coordgate.frames.batch_frames`); one guidance map per distinct frame.
         """
         check_features(x, self.in_channels, self.dim, "PixelAdaptiveConv")
-        size = tuple(x.shape[2:])
-        frame = dict(full_size=full_size, device=x.device, dtype=x.dtype)
-        rows = per_sample_origins(origin, x.shape[0], self.dim)
-        if rows is None:
-            guides = self.guidance(size, origin, **frame).unsqueeze(0)
-        else:
-            guides = torch.stack([self.guidance(size, row, **frame) for row in rows])
+        frames = batch_frames(x, origin, full_size)
+        like = dict(device=x.device, dtype=x.dtype)
+        guides = frames.per_sample(
+            lambda order: torch.stack([self.guidance(frames.size, f, **like) for f in order])
+        )
         return self._convolve(x, guides)
 
     def guided(self, x: torch.Tensor, guides: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from coordgate.frames import resolve_frame
 from coordgate.layers import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
-from coordgate.layers.coords import resolve_frame
 from coordgate.layers.gate import encode_pixels
 from coordgate.layers.shapes import check_features
 from coordgate.models.registry import build_model, register_model
@@ -88,6 +88,8 @@ class CNN1d(nn.Module):
 
     x: (N, 1, L) -> (N, 1, L)
     """
+
+    model_spec: dict[str, object] | None = None  # set by build_model
 
     def __init__(
         self,
@@ -167,6 +169,8 @@ class CoordGate1d(nn.Module):
     ``size`` samples (seeded by ``seed``); such a model only takes inputs of that size.
     """
 
+    model_spec: dict[str, object] | None = None  # set by build_model
+
     def __init__(
         self,
         layers: int,
@@ -209,12 +213,21 @@ class CoordGate1d(nn.Module):
         return self.project(self.gate(_run_block(self.convs, x)))
 
 
-@register_model("cnn1d", "CNN(L,k,c) of paper §IV.A: layers, kernel, channels")
+# The keyword options of the builders (registry entries).
+_CNN_OPTIONS = ("layers", "kernel", "channels")
+_CG_OPTIONS = (*_CNN_OPTIONS, "encoder_layers")
+
+
+@register_model("cnn1d", "CNN(L,k,c) of paper §IV.A: layers, kernel, channels", _CNN_OPTIONS)
 def build_cnn1d(*, layers: int = 1, kernel: int = 7, channels: int = 1) -> CNN1d:
     return CNN1d(layers, kernel, channels)
 
 
-@register_model("ccnn1d", "CCNN(L,k,c) of paper §IV.A (CoordConv layers): layers, kernel, channels")
+@register_model(
+    "ccnn1d",
+    "CCNN(L,k,c) of paper §IV.A (CoordConv layers): layers, kernel, channels",
+    _CNN_OPTIONS,
+)
 def build_ccnn1d(*, layers: int = 4, kernel: int = 7, channels: int = 4) -> CNN1d:
     return CNN1d(layers, kernel, channels, kind="coordconv")
 
@@ -223,6 +236,7 @@ def build_ccnn1d(*, layers: int = 4, kernel: int = 7, channels: int = 4) -> CNN1
     "pac1d",
     "PAC(L,k,c): CNN(L,k,c) of pixel-adaptive convolutions guided by learned coordinate "
     "features (Su et al. 2019): layers, kernel, channels",
+    _CNN_OPTIONS,
 )
 def build_pac1d(*, layers: int = 1, kernel: int = 13, channels: int = 1) -> CNN1d:
     return CNN1d(layers, kernel, channels, kind="pac")
@@ -232,12 +246,17 @@ def build_pac1d(*, layers: int = 1, kernel: int = 13, channels: int = 1) -> CNN1
     "lcn1d",
     "LCN(L,k): L locally-connected layers of kernel k, one channel, over a frame of size "
     "samples: layers, kernel, size",
+    ("layers", "kernel", "size"),
 )
 def build_lcn1d(*, layers: int = 1, kernel: int = 13, size: int = 30) -> CNN1d:
     return CNN1d(layers, kernel, 1, kind="local", size=size)
 
 
-@register_model("cg1d", "CG(L,k,c,p) of paper §IV.A: layers, kernel, channels, encoder_layers")
+@register_model(
+    "cg1d",
+    "CG(L,k,c,p) of paper §IV.A: layers, kernel, channels, encoder_layers",
+    _CG_OPTIONS,
+)
 def build_cg1d(
     *, layers: int = 1, kernel: int = 13, channels: int = 3, encoder_layers: int = 3
 ) -> CoordGate1d:
@@ -248,6 +267,7 @@ def build_cg1d(
     "cg1d-random",
     "CG(L,k,c,p) whose gate reads fixed U(-1,1) random numbers instead of coordinates "
     "(ablation of §IV.A): layers, kernel, channels, encoder_layers, size, seed",
+    (*_CG_OPTIONS, "size", "seed"),
 )
 def build_cg1d_random(
     *,

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coordgate.frames import FrameLike
 from coordgate.models.registry import register_model
-from coordgate.models.unet import Frame, UNet, check_image, zero_head
+from coordgate.models.unet import UNet, check_image, zero_head
 
 __all__ = ["MultiWienerNet", "WienerDeconvolution", "psfs_from_field"]
 
@@ -131,6 +132,7 @@ class MultiWienerNet(nn.Module):
 
     uses_coordinates = False
     in_channels = 1
+    model_spec: dict[str, object] | None = None
 
     def __init__(
         self,
@@ -170,7 +172,7 @@ class MultiWienerNet(nn.Module):
         return self.unet.activation_channels + 6 * self.wiener.channels
 
     def forward(
-        self, x: torch.Tensor, origin: Frame = None, full_size: Frame = None
+        self, x: torch.Tensor, origin: FrameLike = None, full_size: FrameLike = None
     ) -> torch.Tensor:
         """x: (N, 1, H, W) -> (N, out_channels, H, W)."""
         check_image(x, 1, self.required_multiple, f"MultiWienerNet(U-Net({self.depth}))")
@@ -182,8 +184,9 @@ class MultiWienerNet(nn.Module):
     "multiwiener-unet6",
     "MultiWienerNet: learnable Wiener deconvolutions with a grid of PSFs + U-Net(6): "
     "psfs (K,k,k) or psf_field + grid (default lens, 3x3), base_channels, regularization",
+    ("psfs", "psf_field", "grid", "base_channels", "regularization", "padding", "residual"),
 )
-def build_multiwiener_unet6(
+def multiwiener_unet6(
     *,
     psfs: torch.Tensor | np.ndarray | list | None = None,
     psf_field: Any = None,

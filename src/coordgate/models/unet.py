@@ -26,7 +26,7 @@ output. Choices where the paper leaves room:
 
 Sensor coordinates: ``origin`` / ``full_size`` are given in full-resolution pixels; level
 ``l`` sees ``origin / 2**l`` and ``full_size / 2**l``, so every level agrees on where a
-pixel sits on the sensor (see :mod:`coordgate.layers.coords`). ``origin`` may be an (N, 2)
+pixel sits on the sensor (see :mod:`coordgate.frames`). ``origin`` may be an (N, 2)
 tensor of per-sample origins (random crops in one batch); each distinct frame's coordinate
 map is computed once, and the gates of all the frames in one batched pass.
 
@@ -39,14 +39,14 @@ gate of the whole sensor per level.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coordgate.frames import BatchFrames, FrameLike, batch_frames
 from coordgate.layers import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
-from coordgate.layers.coords import resolve_frame
 from coordgate.layers.fused import gated_conv
 from coordgate.layers.shapes import check_features
 from coordgate.models.registry import register_model
@@ -55,185 +55,13 @@ __all__ = [
     "COORDINATE_MODES",
     "CoordConvUNet",
     "CoordGateUNet",
-    "BatchFrames",
     "LocallyConnectedUNet",
     "PixelAdaptiveUNet",
     "UNet",
-    "apply_coord_conv",
-    "apply_gate",
-    "apply_local",
-    "apply_pac",
-    "batch_frames",
     "check_image",
-    "gate_weights",
 ]
 
 COORDINATE_MODES = ("none", "gate", "coordconv", "pac", "local")
-DEPTHS = (3, 4, 5, 6)
-
-Frame = float | Sequence[float] | torch.Tensor | None
-
-
-@dataclass(frozen=True)
-class BatchFrames:
-    """The sensor frames of a batch (full-resolution pixels).
-
-    ``origins[k]`` / ``full_sizes[k]`` describe frame k; ``inverse`` (N,) gives each
-    sample's frame, or is None when the whole batch shares frame 0.
-    """
-
-    origins: tuple[tuple[float, float], ...]
-    full_sizes: tuple[tuple[float, float], ...]
-    inverse: torch.Tensor | None
-
-    def scaled(self, k: int, level: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Frame k in the pixel units of U-Net level ``level`` (2**level coarser)."""
-        scale = 2**level
-        return (
-            tuple(o / scale for o in self.origins[k]),
-            tuple(f / scale for f in self.full_sizes[k]),
-        )
-
-    def per_sample(self, frame_map) -> torch.Tensor:
-        """Stack ``frame_map(k) -> (C, h, w)`` over the frames and give every sample its
-        frame's map: (N, C, h, w). Each frame's map is computed once."""
-        maps = torch.stack([frame_map(k) for k in range(len(self.origins))])
-        return maps[self.inverse]
-
-
-def _per_sample(value: Frame, name: str, n: int, default: Sequence[float]) -> torch.Tensor:
-    """``value`` as a float64 (n, 2) CPU tensor, one row per sample."""
-    if value is None:
-        return torch.tensor([list(default)] * n, dtype=torch.float64)
-    rows = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-    if rows.ndim < 2 and rows.numel() in (1, 2):
-        rows = rows.reshape(1, -1).expand(n, 2)
-    if tuple(rows.shape) != (n, 2):
-        raise ValueError(
-            f"{name} must be 2 numbers or an (N, 2) tensor with N = {n} samples, "
-            f"got shape {tuple(rows.shape)}"
-        )
-    return rows
-
-
-def batch_frames(x: torch.Tensor, origin: Frame = None, full_size: Frame = None) -> BatchFrames:
-    """The sensor frames of the samples of ``x`` (N, C, H, W), validated.
-
-    ``origin`` / ``full_size``: None (the input is the whole frame), 2 numbers shared by
-    the batch, or (N, 2) tensors of per-sample values. Raises ``ValueError`` when a frame
-    does not contain its input.
-    """
-    size = tuple(x.shape[2:])
-    if not any(isinstance(v, torch.Tensor) and v.ndim == 2 for v in (origin, full_size)):
-        o, f = resolve_frame(size, origin, full_size)
-        return BatchFrames((o,), (f,), None)
-    n = x.shape[0]
-    rows = torch.cat(
-        [_per_sample(origin, "origin", n, (0, 0)), _per_sample(full_size, "full_size", n, size)],
-        dim=1,
-    )
-    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    frames = [resolve_frame(size, row[:2], row[2:]) for row in unique.tolist()]
-    return BatchFrames(
-        tuple(o for o, _ in frames),
-        tuple(f for _, f in frames),
-        None if len(frames) == 1 else inverse.to(x.device),
-    )
-
-
-def gate_weights(
-    gate: CoordGate, like: torch.Tensor, frames: BatchFrames, level: int
-) -> tuple[torch.Tensor, bool]:
-    """``gate``'s weights for features shaped like ``like`` (N, C, h, w) at U-Net level
-    ``level``: (1 or N, C, h, w), each sample in its own frame, and whether they are known
-    to be non-negative (see :meth:`CoordGate.weights_and_sign`).
-
-    Per-sample frames get one batched gate evaluation over all of them (in eval mode, crops
-    of one cached gate of the whole sensor where the frames allow), not one per frame.
-    """
-    if frames.inverse is None:
-        return gate.weights_and_sign(like, *frames.scaled(0, level))
-    count, n = len(frames.origins), like.shape[0]
-    # Random crops rarely share a frame: evaluating in sample order needs no gather.
-    order = frames.inverse.tolist() if count == n else range(count)
-    scaled = [frames.scaled(k, level) for k in order]
-    weights, nonnegative = gate.frame_weights(
-        like.shape[2:], [o for o, _ in scaled], [f for _, f in scaled], like=like
-    )
-    return (weights, nonnegative) if count == n else (weights[frames.inverse], nonnegative)
-
-
-def apply_gate(gate: CoordGate, x: torch.Tensor, frames: BatchFrames, level: int) -> torch.Tensor:
-    """``gate`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame."""
-    return x * gate_weights(gate, x, frames, level)[0]
-
-
-def apply_coord_conv(
-    conv: CoordConv, x: torch.Tensor, frames: BatchFrames, level: int
-) -> torch.Tensor:
-    """``conv`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame."""
-    if frames.inverse is None:
-        return conv(x, *frames.scaled(0, level))
-    empty = x.new_empty(1, 0, *x.shape[2:])
-    coords = frames.per_sample(lambda k: conv.add_coords(empty, *frames.scaled(k, level))[0])
-    return conv.conv(torch.cat([x, coords], dim=1))
-
-
-def apply_pac(
-    pac: PixelAdaptiveConv, x: torch.Tensor, frames: BatchFrames, level: int
-) -> torch.Tensor:
-    """``pac`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame
-    (one guidance map per distinct frame)."""
-    if frames.inverse is None:
-        return pac(x, *frames.scaled(0, level))
-    size, like = x.shape[2:], dict(device=x.device, dtype=x.dtype)
-    return pac.guided(
-        x, frames.per_sample(lambda k: pac.guidance(size, *frames.scaled(k, level), **like))
-    )
-
-
-def _canvas_padding(
-    layer: LocallyConnected, size: Sequence[int], frames: BatchFrames, k: int, level: int
-) -> list[int]:
-    """``F.pad`` amounts that place an input of ``size`` at frame k's origin in the layer's
-    frame (U-Net level ``level``)."""
-    origin, full = frames.scaled(k, level)
-    if tuple(full) != tuple(float(s) for s in layer.size) or any(o != int(o) for o in origin):
-        scale = 2**level
-        raise ValueError(
-            f"the locally-connected layers at level {level} hold weights for a sensor frame "
-            f"of {tuple(s * scale for s in layer.size)} pixels: full_size must be that frame "
-            f"and origin a multiple of {scale} pixels, got full_size {frames.full_sizes[k]} "
-            f"and origin {frames.origins[k]}"
-        )
-    (top, left), (h, w), (fh, fw) = (int(o) for o in origin), size, layer.size
-    return [left, fw - left - w, top, fh - top - h]
-
-
-def apply_local(
-    layer: LocallyConnected, x: torch.Tensor, frames: BatchFrames, level: int
-) -> torch.Tensor:
-    """``layer`` on x (N, C, h, w) at U-Net level ``level``, each sample in its own frame.
-
-    Each sample is placed at its origin in a zero canvas of the layer's frame: a crop meets
-    the kernels of the positions it covers and zeros beyond its borders, exactly what
-    'same' zero padding of the crop would give.
-    """
-    size = tuple(x.shape[2:])
-    pads = [_canvas_padding(layer, size, frames, k, level) for k in range(len(frames.origins))]
-    if frames.inverse is None:
-        return F.pad(layer(F.pad(x, pads[0])), [-p for p in pads[0]])
-    index = frames.inverse.tolist()
-    y = layer(torch.stack([F.pad(x[i], pads[k]) for i, k in enumerate(index)]))
-    return torch.stack([F.pad(y[i], [-p for p in pads[k]]) for i, k in enumerate(index)])
-
-
-# How each coordinate-aware convolution meets the batch's sensor frames.
-_FRAME_AWARE = {
-    CoordConv: apply_coord_conv,
-    PixelAdaptiveConv: apply_pac,
-    LocallyConnected: apply_local,
-}
 
 
 class _LevelBlock(nn.Module):
@@ -248,25 +76,26 @@ class _LevelBlock(nn.Module):
         self.first, self.second = first, second
 
     def forward(
-        self,
-        x: torch.Tensor,
-        frames: BatchFrames | None,
-        level: int,
-        gate: CoordGate | None = None,
+        self, x: torch.Tensor, frames: BatchFrames | None, gate: CoordGate | None = None
     ) -> torch.Tensor:
-        x = self._conv_relu(self.first, x, frames, level)
-        return self._conv_relu(self.second, x, frames, level, gate)
+        """``frames``: the batch's frames at this level (None for a plain U-Net)."""
+        x = self._conv_relu(self.first, x, frames)
+        return self._conv_relu(self.second, x, frames, gate)
 
     @staticmethod
-    def _conv_relu(conv, x, frames, level, gate=None) -> torch.Tensor:
-        apply = _FRAME_AWARE.get(type(conv))
-        if apply is not None:
-            y = F.relu(apply(conv, x, frames, level))
-            return y if gate is None else apply_gate(gate, y, frames, level)
+    def _conv_relu(
+        conv: nn.Module,
+        x: torch.Tensor,
+        frames: BatchFrames | None,
+        gate: CoordGate | None = None,
+    ) -> torch.Tensor:
+        if not isinstance(conv, nn.Conv2d):
+            y = F.relu(conv(x, frames))
+            return y if gate is None else gate(y, frames)
         weights, nonnegative = None, False
         if gate is not None:
             like = x.new_empty(1).expand(x.shape[0], conv.out_channels, *x.shape[2:])
-            weights, nonnegative = gate_weights(gate, like, frames, level)
+            weights, nonnegative = gate.weights_and_sign(like, frames)
         # In inference the ReLU and the gate run inside the convolution (gated_conv).
         return gated_conv(conv, x, weights, relu=True, gate_nonnegative=nonnegative)
 
@@ -371,7 +200,11 @@ class UNet(nn.Module):
             weights cover (``"local"`` only; divisible by ``2**(depth - 1)``).
         residual: add the input to the output (the network learns the correction to the
             blurred image; needs ``in_channels == out_channels``).
+
+    Implements :class:`~coordgate.models.DeblurringModel`.
     """
+
+    model_spec: dict[str, object] | None = None
 
     def __init__(
         self,
@@ -490,31 +323,53 @@ class UNet(nn.Module):
         return self.down_gates[level] if level < self.depth - 1 else self.up_gates[level - 1]
 
     def forward(
-        self, x: torch.Tensor, origin: Frame = None, full_size: Frame = None
+        self, x: torch.Tensor, origin: FrameLike = None, full_size: FrameLike = None
     ) -> torch.Tensor:
         """x: (N, in_channels, H, W) -> (N, out_channels, H, W).
 
         ``origin`` / ``full_size`` place x on the sensor in full-resolution pixels: None,
-        2 numbers for the batch, or (N, 2) tensors per sample (see :func:`batch_frames`).
+        2 numbers for the batch, or (N, 2) tensors per sample (see
+        :func:`~coordgate.frames.batch_frames`). Validated here, once; level ``l`` sees
+        the frames scaled to its pixels (:meth:`~coordgate.frames.BatchFrames.scaled`).
         """
         self.check_input(x)
-        frames = batch_frames(x, origin, full_size) if self.uses_coordinates else None
+        levels: list[BatchFrames | None] = [None] * self.depth
+        if self.uses_coordinates:
+            frames = batch_frames(x, origin, full_size)
+            self._check_frames(frames)
+            levels = [frames.scaled(level) for level in range(self.depth)]
         image, skips = x, []
         for level, block in enumerate(self.encoder):
             if level:
                 x = F.max_pool2d(x, 2)
-            x = block(x, frames, level, self._output_gate(level, decoder=False))
+            x = block(x, levels[level], self._output_gate(level, decoder=False))
             if level < self.depth - 1:
                 skips.append(x)
         for level in reversed(range(self.depth - 1)):
             x = self.up[level](x)
             x = self.decoder[level](
                 torch.cat([skips[level], x], dim=1),
-                frames,
-                level,
+                levels[level],
                 self._output_gate(level, decoder=True),
             )
         return self.head(x) + image if self.residual else self.head(x)
+
+    def _check_frames(self, frames: BatchFrames) -> None:
+        """An LCN U-Net's weights cover its sensor ``frame``: inputs must lie in it, at
+        origins on the deepest level's pixels."""
+        if self.frame is None:
+            return
+        multiple = self.required_multiple
+        for frame in frames.frames:
+            if frame.full_size != tuple(map(float, self.frame)) or any(
+                o % multiple for o in frame.origin
+            ):
+                raise ValueError(
+                    f"the locally-connected layers hold weights for a sensor frame of "
+                    f"{self.frame} pixels: full_size must be that frame and origin a multiple "
+                    f"of {multiple} pixels, got full_size {frame.full_size} and origin "
+                    f"{frame.origin}"
+                )
 
 
 class _ModeUNet(UNet):
@@ -614,51 +469,49 @@ class CoordConvUNet(UNet):
         )
 
 
-def _builder(model: type[UNet], depth: int):
-    def build(**options) -> UNet:
-        return model(depth, **options)
-
-    return build
-
-
-def _register_depths() -> None:
-    for depth in DEPTHS:
-        register_model(
-            f"unet{depth}",
-            f"U-Net({depth}) of paper Fig. 4(a): in_channels, out_channels, base_channels",
-        )(_builder(UNet, depth))
-        register_model(
-            f"cg-unet{depth}",
-            f"CG U-Net({depth}): U-Net({depth}) with a CoordGate at every down/up-sampling "
-            "point: base_channels, CoordGate options (mode, hidden, layers, grid)",
-        )(_builder(CoordGateUNet, depth))
-
-
-_register_depths()
+# The keyword options of each family's builders (registry entries).
+_UNET_OPTIONS = ("in_channels", "out_channels", "base_channels", "residual")
+_GATE_OPTIONS = (*_UNET_OPTIONS, "frame", "mode", "hidden", "layers", "size", "grid", "activation")
+_PAC_OPTIONS = (
+    *_UNET_OPTIONS,
+    "frame",
+    "guide_channels",
+    "hidden",
+    "layers",
+    "bias",
+    "max_elements",
+)
+_LCN_OPTIONS = (*_UNET_OPTIONS, "frame")
+_UNET = "U-Net({0}) of paper Fig. 4(a): in_channels, out_channels, base_channels"
+_CG_UNET = (
+    "CG U-Net({0}): U-Net({0}) with a CoordGate at every down/up-sampling point: "
+    "base_channels, CoordGate options (mode, hidden, layers, grid)"
+)
 
 
-@register_model(
+unet3 = register_model("unet3", _UNET.format(3), _UNET_OPTIONS)(partial(UNet, 3))
+unet4 = register_model("unet4", _UNET.format(4), _UNET_OPTIONS)(partial(UNet, 4))
+unet5 = register_model("unet5", _UNET.format(5), _UNET_OPTIONS)(partial(UNet, 5))
+unet6 = register_model("unet6", _UNET.format(6), _UNET_OPTIONS)(partial(UNet, 6))
+cg_unet3 = register_model("cg-unet3", _CG_UNET.format(3), _GATE_OPTIONS)(partial(CoordGateUNet, 3))
+cg_unet4 = register_model("cg-unet4", _CG_UNET.format(4), _GATE_OPTIONS)(partial(CoordGateUNet, 4))
+cg_unet5 = register_model("cg-unet5", _CG_UNET.format(5), _GATE_OPTIONS)(partial(CoordGateUNet, 5))
+cg_unet6 = register_model("cg-unet6", _CG_UNET.format(6), _GATE_OPTIONS)(partial(CoordGateUNet, 6))
+coordconv_unet6 = register_model(
     "coordconv-unet6",
     "CoordConv-UNet: U-Net(6) with a CoordConv first at every level: base_channels",
-)
-def build_coordconv_unet6(**options) -> CoordConvUNet:
-    return CoordConvUNet(6, **options)
-
-
-@register_model(
+    _UNET_OPTIONS,
+)(partial(CoordConvUNet, 6))
+pac_unet3 = register_model(
     "pac-unet3",
     "PAC U-Net(3): U-Net(3) whose convolutions before each CG gate point are pixel-adaptive "
     "convolutions guided by learned coordinate features: base_channels, PAC options "
     "(guide_channels, hidden, layers)",
-)
-def build_pac_unet3(**options) -> PixelAdaptiveUNet:
-    return PixelAdaptiveUNet(3, **options)
-
-
-@register_model(
+    _PAC_OPTIONS,
+)(partial(PixelAdaptiveUNet, 3))
+lcn_unet3 = register_model(
     "lcn-unet3",
     "LCN U-Net(3): U-Net(3) whose bottleneck convolutions are locally connected over a fixed "
     "sensor frame: frame (required, pixels), base_channels",
-)
-def build_lcn_unet3(**options) -> LocallyConnectedUNet:
-    return LocallyConnectedUNet(3, **options)
+    _LCN_OPTIONS,
+)(partial(LocallyConnectedUNet, 3))

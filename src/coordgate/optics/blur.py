@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coordgate.layers.coords import coordinate_grid, resolve_frame
+from coordgate.frames import coordinate_grid, resolve_frame
 from coordgate.optics.boundary import check_padding, extend, extend_adjoint
 from coordgate.optics.field import PSFField
 from coordgate.optics.fourier import (

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from coordgate.layers.coords import coordinate_grid
+from coordgate.frames import coordinate_grid
 from coordgate.optics.field import PSFField
 from coordgate.optics.fourier import fast_size, kernel_spectra
 from coordgate.optics.interpolation import interpolation_matrix
