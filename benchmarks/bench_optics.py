@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.timing import ratios, time_clocks
+from coordgate.timing import median_seconds
 
 PSF_SIZE = 31
 OPERATOR_RANK = 8
@@ -74,15 +75,6 @@ def _image(size: int) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _median_time(fn, x, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def case(size: int, method: str, output: Path) -> dict:
     """Measure one (size, method) case in this process; writes A(x) to ``output``."""
     import torch
@@ -103,8 +95,9 @@ def case(size: int, method: str, output: Path) -> dict:
         del y
         reset = _reset_peak()
         before = _status_kib("VmRSS")
-        forward = _median_time(op.A, x, repeats)
-        adjoint = _median_time(op.A_T, x, repeats)
+        # the first call above was the warm-up
+        forward = median_seconds(lambda: op.A(x), repeats, warmup=0)
+        adjoint = median_seconds(lambda: op.A_T(x), repeats, warmup=0)
         peak = _status_kib("VmHWM")
     buffers = sum(b.numel() * b.element_size() for b in op.buffers())
     return {

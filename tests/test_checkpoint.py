@@ -1,4 +1,4 @@
-"""Checkpoints: round trips, atomic writes and clear errors for damaged or foreign files."""
+"""Checkpoints: round trips and clear errors for damaged or foreign files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 from coordgate.models import build_model
 from coordgate.training import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from coordgate.training.checkpoint import (
-    atomic_write,
     load_training_state,
     read_checkpoint_config,
     restore_rng_state,
@@ -105,19 +104,6 @@ def test_unserialisable_config_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match=".safetensors"):
         save_checkpoint(tmp_path / "x.pt", model, {"model": SPEC})
     assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
-    target = atomic_write(tmp_path / "a.bin", b"old")
-
-    def fail(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("os.replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
 
 
 def test_training_state_round_trip_restores_random_generators(tmp_path):

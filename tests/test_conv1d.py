@@ -20,6 +20,7 @@ from coordgate.experiments._varying_conv1d import (
     spatially_varying_matrix,
 )
 from coordgate.models.cnn1d import build_from_label, parse_label
+from coordgate.training import TrainingResult
 from coordgate.training.in_memory import fit_tensors
 
 # ---------------------------------------------------------------------------- H and data
@@ -95,23 +96,30 @@ def test_fit_tensors_learns_and_is_reproducible():
     for _ in range(2):
         torch.manual_seed(0)
         model = build_from_label("CNN(1,5,1)")
-        fit = fit_tensors(model, train, val, lr=1e-2, batch_size=32, max_epochs=15, seed=2)
+        fit = fit_tensors(model, train, val, lr=1e-2, batch_size=32, epochs=15, seed=2)
         results.append((fit, model))
     (fit, model), (fit2, model2) = results
     assert fit.history[-1]["train_loss"] < 0.5 * fit.history[0]["train_loss"]
     assert fit.best_val_loss == min(h["val_loss"] for h in fit.history)
     torch.testing.assert_close(model.state_dict(), fit.best_state)
     torch.testing.assert_close(model.state_dict(), model2.state_dict())
-    assert fit.stop_reason == "max_epochs" and fit.epochs == 15
+    assert fit.stop_reason == "max_epochs" and len(fit.history) == 15
 
 
 def test_fit_tensors_halves_the_learning_rate_and_stops_on_a_plateau():
     train, val = _linear_problem()
     model = build_from_label("CNN(1,1,1)")  # cannot fit H: the loss stalls quickly
     fit = fit_tensors(
-        model, train, val, lr=0.05, batch_size=64, max_epochs=500, patience=6, lr_patience=2
+        model,
+        train,
+        val,
+        lr=0.05,
+        batch_size=64,
+        epochs=500,
+        early_stopping_patience=6,
+        lr_patience=2,
     )
-    assert fit.stop_reason == "plateau" and fit.epochs < 500
+    assert fit.stop_reason == "plateau" and len(fit.history) < 500
     rates = [h["lr"] for h in fit.history]
     assert rates[0] == 0.05 and min(rates) <= 0.025
     assert all(b in (a, a / 2) for a, b in zip(rates, rates[1:]))
@@ -121,16 +129,28 @@ def test_fit_tensors_stops_on_non_finite_loss_and_keeps_the_best_weights():
     train, val = _linear_problem()
     model = build_from_label("CNN(1,3,1)")
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    fit = fit_tensors(model, train, val, max_epochs=5, loss_fn=lambda p, t: (p - t).sum() / 0)
-    assert fit.stop_reason == "non-finite" and fit.epochs == 1
+    fit = fit_tensors(model, train, val, epochs=5, loss_fn=lambda p, t: (p - t).sum() / 0)
+    assert fit.stop_reason == "non-finite" and len(fit.history) == 1
     torch.testing.assert_close(model.state_dict(), start)
+
+
+def test_fit_tensors_speaks_fits_vocabulary():
+    train, val = _linear_problem()
+    model = build_from_label("CNN(1,1,1)")  # would stop on a plateau with a patience
+    fit = fit_tensors(
+        model, train, val, lr=0.05, batch_size=64, epochs=12, early_stopping_patience=None
+    )
+    assert isinstance(fit, TrainingResult) and fit.out_dir is None
+    assert fit.stop_reason == "max_epochs" and len(fit.history) == 12
+    assert fit.best["val_loss"] == fit.best_val_loss and fit.cpu_time_s > 0
+    assert fit.train_time_s == fit.history[-1]["elapsed_s"] > 0
 
 
 @pytest.mark.parametrize(
     "options",
     [
         dict(batch_size=0),
-        dict(max_epochs=0),
+        dict(epochs=0),
         dict(lr=0.0),
         dict(lr_factor=1.0),
         dict(train=(torch.zeros(3, 1, 5),)),

@@ -8,11 +8,14 @@ with these helpers.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from coordgate.atomic import atomic_write_text
 
 __all__ = [
     "VERDICTS",
@@ -118,9 +121,7 @@ def environment_markdown(environment: Mapping[str, object]) -> str:
 
 def write_json(data: object, path: str | Path) -> Path:
     """Write ``data`` as indented JSON (NaN written as null) and return the path."""
-    path = Path(path)
-    path.write_text(json.dumps(_nan_to_none(data), indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(_nan_to_none(data), indent=2) + "\n")
 
 
 def _nan_to_none(data: object) -> object:
@@ -137,11 +138,10 @@ def write_csv(
     rows: Sequence[Mapping[str, object]], path: str | Path, keys: Sequence[str] | None = None
 ) -> Path:
     """Write ``rows`` as CSV with columns ``keys`` (default: the first row's keys)."""
-    path = Path(path)
     if keys is None:
         keys = list(rows[0]) if rows else []
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(keys), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(keys), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, text.getvalue())

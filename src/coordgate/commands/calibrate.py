@@ -16,7 +16,6 @@ for the bead spacing, an unreadable file): the error says why.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -45,13 +44,9 @@ def _frames(paths: list[Path], channel: int | None):
 
 def _save(field, path: Path) -> None:
     """Write the field next to ``path`` and move it in place (no half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    try:
-        field.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from coordgate.atomic import replace_atomically
+
+    replace_atomically(path, field.save)
 
 
 def calibrate_command(args: argparse.Namespace) -> int:

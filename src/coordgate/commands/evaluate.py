@@ -16,10 +16,10 @@ __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
+    from coordgate.atomic import atomic_write
     from coordgate.data.pairs import SPLITS, PairCache, PairDataset
     from coordgate.provenance import environment
     from coordgate.training import BlurredInput, evaluate, load_checkpoint
-    from coordgate.training.checkpoint import atomic_write
     from coordgate.training.distributed import resolve_device
 
     if args.split not in SPLITS:

@@ -111,6 +111,7 @@ def simulate(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from coordgate.atomic import atomic_write_text
     from coordgate.optics import SpatiallyVaryingBlur, poisson_gaussian
     from coordgate.provenance import environment
 
@@ -163,7 +164,7 @@ def simulate(args: argparse.Namespace) -> int:
         "images": outputs,
         "environment": environment(),
     }
-    (args.out / "simulate.json").write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(args.out / "simulate.json", json.dumps(manifest, indent=2))
     print(f"wrote {len(outputs)} blurred images, {png} and {args.out / 'simulate.json'}")
     return 0
 

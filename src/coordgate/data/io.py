@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coordgate.atomic import replace_atomically
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "frame_info",
@@ -147,18 +149,6 @@ def _as_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(image)
 
 
-def _replace_atomically(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the result over ``path`` (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_tiff(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Path:
     """Write (H, W) or (F, H, W) as a float32 (multipage) TIFF; returns the path."""
     import tifffile
@@ -168,7 +158,7 @@ def write_tiff(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Pat
         raise ValueError(f"write_tiff expects an (H, W) or (F, H, W) image, got {data.shape}")
     data = np.ascontiguousarray(data, dtype=np.float32)
     # minisblack: a 3- or 4-frame stack must not be taken for RGB(A) planes.
-    return _replace_atomically(
+    return replace_atomically(
         Path(path), lambda tmp: tifffile.imwrite(tmp, data, photometric="minisblack")
     )
 
@@ -194,13 +184,13 @@ def write_png_preview(
         low, high = np.percentile(data, percentiles)
         data = (data.astype(np.float64) - low) / max(high - low, 1e-12)
     elif data.dtype in (np.uint8, np.uint16):
-        return _replace_atomically(Path(path), lambda tmp: Image.fromarray(data).save(tmp))
+        return replace_atomically(Path(path), lambda tmp: Image.fromarray(data).save(tmp))
     elif not np.issubdtype(data.dtype, np.floating):
         raise ValueError(
             f"write_png_preview without percentiles takes uint8, uint16 or float, got {data.dtype}"
         )
     data = np.round(np.clip(data, 0, 1) * 255).astype(np.uint8)
-    return _replace_atomically(Path(path), lambda tmp: Image.fromarray(data).save(tmp))
+    return replace_atomically(Path(path), lambda tmp: Image.fromarray(data).save(tmp))
 
 
 def montage(

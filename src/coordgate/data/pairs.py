@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from coordgate.atomic import atomic_write_text
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.data.sensor import as_size, crop_at, dihedral, dihedral_origin, dihedral_size
 from coordgate.data.synthetic import MicroscopyStyle, synthetic_microscopy
@@ -334,10 +335,24 @@ def _symmetries(operator, size: tuple[int, int], seed: int) -> list[int]:
     return found
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def _check_counts(n: int, seed: int, batch_size: int) -> None:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _existing_cache(out_dir: Path, key: str) -> PairCache | None:
+    """The complete cache of ``key`` already in ``out_dir``, if there is one."""
+    if not (out_dir / _MANIFEST).is_file():
+        return None
+    try:
+        cache = PairCache(out_dir)
+    except (ValueError, FileNotFoundError):
+        return None  # an unreadable or incomplete cache is rebuilt
+    return cache if cache.manifest.get("key") == key else None
 
 
 def build_pairs(
@@ -371,12 +386,7 @@ def build_pairs(
     from coordgate.provenance import environment
 
     size = as_size(size)
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_counts(n, seed, batch_size)
     splits = _check_splits(splits)
     field = PSFField.default() if field is None else field
     if not isinstance(field, PSFField):
@@ -399,13 +409,9 @@ def build_pairs(
         json.dumps({"format": FORMAT, **parameters, "source": src.key()}, sort_keys=True).encode()
     ).hexdigest()
     out_dir = Path(out_dir)
-    if not force and (out_dir / _MANIFEST).is_file():
-        try:
-            cache = PairCache(out_dir)
-            if cache.manifest.get("key") == key:
-                return cache
-        except (ValueError, FileNotFoundError):
-            pass  # an unreadable or incomplete cache is rebuilt
+    cache = None if force else _existing_cache(out_dir, key)
+    if cache is not None:
+        return cache
 
     operator = SpatiallyVaryingBlur(field, size, method=method, padding=padding)
     partial = out_dir / f".partial-{key[:16]}"
@@ -451,7 +457,7 @@ def build_pairs(
     (out_dir / _MANIFEST).unlink(missing_ok=True)
     for name in _ARRAYS:
         os.replace(partial / name, out_dir / name)
-    _write_json(out_dir / _MANIFEST, manifest)
+    atomic_write_text(out_dir / _MANIFEST, json.dumps(manifest, indent=2))
     shutil.rmtree(partial)
     return PairCache(out_dir, built=True)
 
@@ -473,7 +479,7 @@ def _run_batches(path: Path, n: int, size, batch_size: int, progress: bool, step
         stop = min(start + batch_size, n)
         step(target, start, stop)
         target.flush()
-        done_path.write_text(str(stop))
+        atomic_write_text(done_path, str(stop))
     del target
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordgate.atomic import atomic_write_text
 from coordgate.data.normalization import PercentileNormalizer
 
 __all__ = [
@@ -148,5 +149,5 @@ def compare_with_real(
     fig.savefig(out_dir / "comparison.png", dpi=100)
     plt.close(fig)
     record = {"n": n, "size": size, "seed": seed, "statistics": stats}
-    (out_dir / "comparison.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out_dir / "comparison.json", json.dumps(record, indent=2))
     return record

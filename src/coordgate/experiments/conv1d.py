@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ import torch
 from coordgate.experiments._varying_conv1d import Conv1dData, effective_matrix, make_dataset
 from coordgate.models import count_parameters
 from coordgate.models.cnn1d import build_from_label, parse_label
+from coordgate.timing import time_interleaved
 
 __all__ = ["PRESETS", "Preset", "add_arguments", "run", "run_study", "time_inference"]
 
@@ -222,8 +223,8 @@ def _train_run(preset: Preset, label: str, seed: int) -> dict[str, object]:
         data.val,
         lr=preset.lr,
         batch_size=preset.batch_size,
-        max_epochs=preset.max_epochs,
-        patience=preset.patience,
+        epochs=preset.max_epochs,
+        early_stopping_patience=preset.patience,
         lr_patience=preset.lr_patience,
         min_improvement=preset.min_improvement,
         seed=seed,
@@ -236,9 +237,9 @@ def _train_run(preset: Preset, label: str, seed: int) -> dict[str, object]:
         "seed": seed,
         "config": preset.training_config(),
         "psnr": test_psnr,
-        "train_s": fit.seconds,
-        "cpu_s": fit.cpu_seconds,
-        "epochs": fit.epochs,
+        "train_s": fit.train_time_s,
+        "cpu_s": fit.cpu_time_s,
+        "epochs": len(fit.history),
         "best_epoch": fit.best_epoch,
         "stop_reason": fit.stop_reason,
         "val_loss": [h["val_loss"] for h in fit.history],
@@ -316,19 +317,12 @@ def time_inference(
     Models take turns within every repeat so that a change in machine load affects them
     all alike; each is warmed up first (CoordGate then holds its gate in its cache).
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    times: dict[str, list[float]] = {name: [] for name in models}
+    for model in models.values():
+        model.eval()
+    cases = {name: partial(model, inputs) for name, model in models.items()}
     with torch.inference_mode():
-        for model in models.values():
-            model.eval()
-            model(inputs)
-        for _ in range(repeats):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(inputs)
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
+        seconds = time_interleaved(cases, repeats, device=inputs.device)
+    return {name: value * 1e3 for name, value in seconds.items()}
 
 
 def _median_run(runs: Sequence[dict[str, object]]) -> dict[str, object]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,7 +34,8 @@ from coordgate.models import build_model, count_parameters
 from coordgate.models.multiwiener import psfs_from_field
 from coordgate.optics import DEFAULT_MAX_DEFOCUS, PSFField, SpatiallyVaryingBlur
 from coordgate.provenance import environment
-from coordgate.training.checkpoint import load_checkpoint, save_checkpoint
+from coordgate.timing import median_seconds
+from coordgate.training.checkpoint import BEST_CHECKPOINT, load_checkpoint, save_checkpoint
 from coordgate.training.fit import CPU_SCHEDULE, TrainConfig, fit
 from coordgate.training.metrics import ssim
 
@@ -253,14 +253,9 @@ def memory_limit() -> int:
 def _inference_ms(model: torch.nn.Module, blurred: torch.Tensor, repeats: int = 5) -> float:
     """Median milliseconds per image for a batch of whole frames, gates cached (eval)."""
     model.eval()
-    timings = []
     with torch.no_grad():
-        model(blurred)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(blurred)
-            timings.append(time.perf_counter() - start)
-    return 1000 * sorted(timings)[len(timings) // 2] / len(blurred)
+        seconds = median_seconds(lambda: model(blurred), repeats, device=blurred.device)
+    return 1000 * seconds / len(blurred)
 
 
 def _predict_frames(model: torch.nn.Module, blurred: torch.Tensor) -> torch.Tensor:
@@ -541,7 +536,7 @@ def export_checkpoints(out: Path, names: list[str], seed: int) -> list[Path]:
     ``coordgate deblur`` / ``evaluate`` (the weights load back as float32)."""
     paths = []
     for name in names:
-        model, config = load_checkpoint(run_dir(out, name, seed) / "best.safetensors")
+        model, config = load_checkpoint(run_dir(out, name, seed) / BEST_CHECKPOINT)
         target = out / "checkpoints" / f"{name}.safetensors"
         paths.append(save_checkpoint(target, model, config, dtype=torch.float16))
     return paths

@@ -17,7 +17,7 @@ from coordgate.training.fit import (
     evaluate,
     fit,
 )
-from coordgate.training.in_memory import FitResult, fit_tensors
+from coordgate.training.in_memory import fit_tensors
 from coordgate.training.metrics import psnr, ssim
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "BlurredInput",
     "CheckpointError",
     "DistributedContext",
-    "FitResult",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainingResult",

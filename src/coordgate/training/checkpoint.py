@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 from pathlib import Path
 
@@ -24,10 +23,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from coordgate.atomic import atomic_write
+
 __all__ = [
+    "BEST_CHECKPOINT",
     "CHECKPOINT_FORMAT",
+    "LAST_CHECKPOINT",
     "CheckpointError",
-    "atomic_write",
     "load_checkpoint",
     "load_training_state",
     "load_weights",
@@ -40,38 +42,23 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "coordgate-checkpoint/1"
+#: The checkpoints a training run leaves in its directory: the weights of the epoch with
+#: the lowest validation loss, and those of the latest epoch.
+BEST_CHECKPOINT = "best.safetensors"
+LAST_CHECKPOINT = "last.safetensors"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is truncated, corrupt, not ours, or for another model."""
 
 
-def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
-
-    The bytes go to a hidden temporary file in the same directory (same file system),
-    are flushed to disk, then renamed over ``path``; on any error the temporary is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """The weights file meant by ``path``: itself, ``X.safetensors`` for ``X.json``, or
-    ``DIR/best.safetensors`` for a run directory. Raises FileNotFoundError when absent."""
+    ``DIR/best.safetensors`` (:data:`BEST_CHECKPOINT`) for a run directory. Raises
+    FileNotFoundError when absent."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best.safetensors"
+        path = path / BEST_CHECKPOINT
     elif path.suffix == ".json":
         path = path.with_suffix(".safetensors")
     if not path.is_file():

@@ -30,10 +30,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from coordgate.atomic import atomic_write
 from coordgate.provenance import environment
 from coordgate.training.checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
     CheckpointError,
-    atomic_write,
     load_training_state,
     load_weights,
     restore_rng_state,
@@ -204,13 +206,20 @@ class TrainingResult:
     val_loss, val_psnr, val_psnr_std, val_ssim, val_ssim_std, train_time_s, epoch_time_s,
     elapsed_s, images_per_s), the best epoch (lowest validation loss) and why it stopped:
     ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``. ``reused``: loaded from an
-    earlier finished run instead of trained."""
+    earlier finished run instead of trained.
 
-    out_dir: Path
+    The in-memory trainer (:func:`~coordgate.training.in_memory.fit_tensors`) returns one
+    too, with history rows of epoch, lr, train_loss, val_loss and elapsed_s, its own stop
+    reasons, no ``out_dir``, the best weights in ``best_state`` and the process's CPU time
+    in ``cpu_time_s`` (about what the run takes on an idle core with one torch thread)."""
+
+    out_dir: Path | None = None
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stop_reason: str = "epochs"
     reused: bool = False
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    cpu_time_s: float | None = None
 
     @property
     def best(self) -> dict:
@@ -218,8 +227,13 @@ class TrainingResult:
         return next(row for row in self.history if row["epoch"] == self.best_epoch)
 
     @property
+    def best_val_loss(self) -> float:
+        """The lowest validation loss (infinite when no epoch gave a finite one)."""
+        return self.best["val_loss"] if self.best_epoch else math.inf
+
+    @property
     def best_checkpoint(self) -> Path:
-        return Path(self.out_dir) / "best.safetensors"
+        return Path(self.out_dir) / BEST_CHECKPOINT
 
     @property
     def train_time_s(self) -> float:
@@ -523,7 +537,7 @@ class _Run:
             loss = F.mse_loss(prediction, sharp)
             value = loss.item()
             if self.context.any(not math.isfinite(value)):
-                last = self.out_dir / "last.safetensors"
+                last = self.out_dir / LAST_CHECKPOINT
                 raise NonFiniteLossError(epoch, step, last if self.epoch else None)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -569,7 +583,7 @@ class _Run:
             context=self.context,
         )
         if not math.isfinite(val["loss"]):
-            last = self.out_dir / "last.safetensors"
+            last = self.out_dir / LAST_CHECKPOINT
             raise NonFiniteLossError(epoch, None, last if self.epoch else None)
         epoch_time = time.perf_counter() - start
         if self.config.schedule == "plateau" and epoch > self.config.warmup_epochs:
@@ -607,10 +621,10 @@ class _Run:
         in between leaves a state from which the resumed run rewrites the same files."""
         if improved:
             save_checkpoint(
-                self.out_dir / "best.safetensors", self.model, self.checkpoint_config("best", row)
+                self.out_dir / BEST_CHECKPOINT, self.model, self.checkpoint_config("best", row)
             )
         save_checkpoint(
-            self.out_dir / "last.safetensors", self.model, self.checkpoint_config("last", row)
+            self.out_dir / LAST_CHECKPOINT, self.model, self.checkpoint_config("last", row)
         )
         save_training_state(
             self.out_dir / STATE_FILE,
@@ -681,7 +695,7 @@ class _Run:
 def _finished_run(out_dir: Path, spec: dict, config: TrainConfig, resume: bool):
     """The result of a finished run in ``out_dir`` of this spec and config, if any."""
     marker = out_dir / FINISHED_FILE
-    if not (marker.is_file() and (out_dir / "best.safetensors").is_file()):
+    if not (marker.is_file() and (out_dir / BEST_CHECKPOINT).is_file()):
         return None
     finished = json.loads(marker.read_text())
     if finished["model"] != spec:

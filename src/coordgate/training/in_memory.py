@@ -2,8 +2,14 @@
 
 Adam (default betas) on a loss, learning rate halved when the validation loss stops
 improving (``ReduceLROnPlateau``), training stopped when it has not improved for
-``patience`` epochs; the best-validation weights are restored. Used by the 1D study of
-paper §IV.A, where the whole data set is a few 10 000 x 30 tensors.
+``early_stopping_patience`` epochs; the best-validation weights are restored. Used by the
+1D study of paper §IV.A, where the whole data set is a few 10 000 x 30 tensors. It speaks
+:func:`~coordgate.training.fit.fit`'s language: the options are
+:class:`~coordgate.training.fit.TrainConfig`'s, the result a
+:class:`~coordgate.training.fit.TrainingResult` (without a run directory: the best
+weights come back in ``best_state``). Its stop reasons are ``"plateau"`` (early
+stopping), ``"max_epochs"`` (all ``epochs`` ran) or ``"non-finite"`` (the loss became NaN
+or infinite; the best weights are kept); the 1D study's saved runs record these words.
 """
 
 from __future__ import annotations
@@ -12,35 +18,16 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FitResult", "fit_tensors"]
+from coordgate.training.fit import TrainConfig, TrainingResult
+
+__all__ = ["fit_tensors"]
 
 Pair = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class FitResult:
-    """What ``fit_tensors`` did: best weights, per-epoch history and why it stopped.
-
-    ``stop_reason`` is ``"plateau"`` (validation loss stopped improving), ``"max_epochs"``
-    or ``"non-finite"`` (the loss became NaN or infinite; the best weights are kept).
-    ``seconds`` is wall time, ``cpu_seconds`` this process's CPU time (about what the run
-    takes on an idle core with one torch thread, whatever else the machine was doing).
-    """
-
-    best_state: dict[str, torch.Tensor]
-    best_val_loss: float
-    best_epoch: int
-    epochs: int
-    stop_reason: str
-    seconds: float
-    cpu_seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def _check_pair(pair: Pair, name: str) -> None:
@@ -56,12 +43,6 @@ def _check_pair(pair: Pair, name: str) -> None:
             f"{name} inputs and targets need the same, non-zero number of samples, "
             f"got {len(x)} and {len(y)}"
         )
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _evaluate(model: nn.Module, pair: Pair, loss_fn: Callable, batch_size: int) -> float:
@@ -82,71 +63,94 @@ def fit_tensors(
     *,
     lr: float = 1e-3,
     batch_size: int = 256,
-    max_epochs: int = 1000,
-    patience: int = 30,
+    epochs: int = 1000,
+    early_stopping_patience: int | None = 30,
     lr_patience: int = 10,
     lr_factor: float = 0.5,
     min_improvement: float = 1e-3,
     seed: int = 0,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss,
     progress: bool = False,
-) -> FitResult:
+) -> TrainingResult:
     """Train ``model`` on in-memory ``train`` = (inputs, targets), select on ``val``.
 
     Inputs and targets are tensors with samples on the first axis, already on the model's
-    device. An epoch counts as an improvement when the validation loss falls below
-    ``(1 - min_improvement)`` times the best so far; the learning rate is multiplied by
-    ``lr_factor`` after ``lr_patience`` epochs without one and training stops after
-    ``patience``. ``seed`` fixes the batch order. The model ends with the best weights.
+    device. The options mean what the :class:`~coordgate.training.fit.TrainConfig` fields
+    of the same names mean (and are validated by it): an epoch counts as an improvement
+    when the validation loss falls below ``(1 - min_improvement)`` times the loss of the
+    last improvement; the learning rate is multiplied by ``lr_factor`` after
+    ``lr_patience`` epochs without one and training stops after
+    ``early_stopping_patience`` (None: runs all ``epochs``). ``seed`` fixes the batch
+    order. The model ends with the best weights, which the result also holds.
     """
     _check_pair(train, "train")
     _check_pair(val, "val")
-    _check_positive(
-        batch_size=batch_size, max_epochs=max_epochs, patience=patience, lr_patience=lr_patience
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_factor=lr_factor,
+        lr_patience=lr_patience,
+        early_stopping_patience=early_stopping_patience,
+        min_improvement=min_improvement,
+        seed=seed,
+        progress=progress,
     )
-    if not (lr > 0 and 0 < lr_factor < 1 and 0 <= min_improvement < 1):
-        raise ValueError(
-            f"need lr > 0, 0 < lr_factor < 1 and 0 <= min_improvement < 1, "
-            f"got {lr=}, {lr_factor=}, {min_improvement=}"
-        )
+    return _train(model, train, val, config, loss_fn)
+
+
+def _epochs(config: TrainConfig):
+    epochs = range(1, config.epochs + 1)
+    if not config.progress:
+        return epochs
+    from tqdm import tqdm
+
+    return tqdm(epochs, desc="fit", leave=False)
+
+
+def _train_epoch(model, optimizer, x, y, order, batch_size: int, loss_fn) -> float:
+    """One pass over the training pair in ``order``; the mean training loss."""
+    model.train()
+    train_loss = 0.0
+    for begin in range(0, len(x), batch_size):
+        index = order[begin : begin + batch_size]
+        loss = loss_fn(model(x[index]), y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        train_loss += loss.item() * len(index)
+    return train_loss / len(x)
+
+
+def _train(
+    model: nn.Module, train: Pair, val: Pair, config: TrainConfig, loss_fn: Callable
+) -> TrainingResult:
     x, y = train
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
-        factor=lr_factor,
-        patience=lr_patience,
-        threshold=min_improvement,
+        factor=config.lr_factor,
+        patience=config.lr_patience,
+        threshold=config.min_improvement,
         threshold_mode="rel",
     )
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(config.seed)
     best_val, best_epoch, history = math.inf, 0, []
     reference, improved_at = math.inf, 0
     best_state = copy.deepcopy(model.state_dict())
     stop_reason = "max_epochs"
-    epochs = range(1, max_epochs + 1)
-    if progress:
-        from tqdm import tqdm
-
-        epochs = tqdm(epochs, desc="fit", leave=False)
     start, cpu_start = time.perf_counter(), time.process_time()
-    for epoch in epochs:
-        model.train()
+    for epoch in _epochs(config):
         order = torch.randperm(len(x), generator=generator).to(x.device)
-        train_loss = 0.0
-        for begin in range(0, len(x), batch_size):
-            index = order[begin : begin + batch_size]
-            loss = loss_fn(model(x[index]), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            train_loss += loss.item() * len(index)
-        val_loss = _evaluate(model, val, loss_fn, max(batch_size, 1024))
+        train_loss = _train_epoch(model, optimizer, x, y, order, config.batch_size, loss_fn)
+        val_loss = _evaluate(model, val, loss_fn, max(config.batch_size, 1024))
         history.append(
             dict(
                 epoch=epoch,
-                train_loss=train_loss / len(x),
+                train_loss=train_loss,
                 val_loss=val_loss,
                 lr=optimizer.param_groups[0]["lr"],
+                elapsed_s=time.perf_counter() - start,
             )
         )
         if not math.isfinite(val_loss) or not math.isfinite(train_loss):
@@ -157,20 +161,22 @@ def fit_tensors(
             best_state = copy.deepcopy(model.state_dict())
         # Only a relative improvement resets the plateau clock: a loss creeping down by
         # rounding noise is a plateau too.
-        if val_loss < reference * (1 - min_improvement):
+        if val_loss < reference * (1 - config.min_improvement):
             reference, improved_at = val_loss, epoch
-        elif epoch - improved_at >= patience:
+        elif _patience_spent(config, epoch - improved_at):
             stop_reason = "plateau"
             break
         scheduler.step(val_loss)
     model.load_state_dict(best_state)
-    return FitResult(
-        best_state=best_state,
-        best_val_loss=best_val,
-        best_epoch=best_epoch,
-        epochs=len(history),
-        stop_reason=stop_reason,
-        seconds=time.perf_counter() - start,
-        cpu_seconds=time.process_time() - cpu_start,
+    return TrainingResult(
         history=history,
+        best_epoch=best_epoch,
+        stop_reason=stop_reason,
+        best_state=best_state,
+        cpu_time_s=time.process_time() - cpu_start,
     )
+
+
+def _patience_spent(config: TrainConfig, epochs_without_improvement: int) -> bool:
+    patience = config.early_stopping_patience
+    return patience is not None and epochs_without_improvement >= patience
