@@ -7,7 +7,14 @@ import torch
 
 import coordgate.frames
 from coordgate import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
-from coordgate.frames import BatchFrames, Frame, batch_frames, coordinate_grid, resolve_frame
+from coordgate.frames import (
+    BatchFrames,
+    Frame,
+    batch_frames,
+    coordinate_grid,
+    pixel_union,
+    resolve_frame,
+)
 
 
 def test_docstring_examples_run():
@@ -103,6 +110,28 @@ def test_per_sample_maps_gather_shared_frames():
     assert calls == [2]  # each distinct frame once
     distinct = batch_frames(x, torch.tensor([[0, 0], [1, 1], [1, 0], [0, 1]]), (3, 3))
     assert distinct.per_sample(first_coordinate).tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "size, origins, full",
+    [
+        ((5,), [(0.0,), (3.0,), (3.0,), (1.5,)], (11.0,)),
+        ((4, 3), [(0.0, 0.0), (2.0, 1.0), (1.0, 2.0)], (9.0, 7.0)),
+        ((3, 2, 4), [(0.0, 0.0, 0.0), (1.0, 0.5, 2.0)], (5.0, 4.0, 9.0)),
+        # a sensor large enough that the union sorts instead of marking a table
+        ((4, 4), [(0.0, 0.0), (500.0, 700.0), (2.0, 2.0)], (1000.0, 1000.0)),
+    ],
+)
+def test_pixel_union_holds_every_pixel_once(size, origins, full):
+    frames = [Frame(o, full) for o in origins]
+    union = pixel_union(size, frames, dtype=torch.float64)
+    grids = torch.stack([f.grid(size, dtype=torch.float64) for f in frames])  # (K, dim, *size)
+    gathered = union.points[:, union.index].movedim(0, 1)
+    assert torch.equal(gathered, grids)
+    distinct = torch.unique(grids.movedim(1, -1).reshape(-1, len(size)), dim=0)
+    assert union.points.shape == (len(size), len(distinct))
+    one = pixel_union(size, frames[:1], dtype=torch.float64)
+    assert one.index is None and torch.equal(one.points, grids[0].reshape(len(size), -1))
 
 
 @pytest.mark.parametrize(

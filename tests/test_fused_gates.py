@@ -1,11 +1,12 @@
-"""The gate's fast paths give today's values: the fused inference convolution, the batched
-per-frame gates of training (values and gradients) and the cached whole-sensor gate of tiles."""
+"""The gate's fast paths give today's values: the fused inference convolution, the gates of
+a batch of frames over the union of their pixels (values and gradients) and the cached
+whole-sensor gate of tiles."""
 
 import pytest
 import torch
 
 from coordgate import CoordGate
-from coordgate.frames import batch_frames, coordinate_grid
+from coordgate.frames import Frame, batch_frames, coordinate_grid, pixel_union
 from coordgate.layers.fused import gated_conv
 from coordgate.layers.gate import encode_pixels
 from coordgate.models import build_model
@@ -67,19 +68,35 @@ def reference_gates(gate: CoordGate, size, origins, full_size) -> torch.Tensor:
     )
 
 
-@pytest.mark.parametrize("layers", [1, 2, 3])
-def test_batched_gates_match_one_encoder_call_per_frame_with_gradients(layers):
-    gate = randomise(CoordGate(4, hidden=8, layers=layers))
-    size, full = (6, 7), (20, 17)
-    origins = [(0.0, 0.0), (10.0, 4.5), (2.25, 10.0)]
-    probe = torch.randn(3, 4, *size)
-    batched = gate.gates(size, origins, [full] * 3)
+def assert_gates_match_the_per_frame_path(gate: CoordGate, size, origins, full) -> None:
+    """gate.gates() and every gradient through it equal one encoder call per frame."""
+    probe = torch.randn(len(origins), gate.channels, *size)
+    shared = gate.gates(size, origins, [full] * len(origins))
     expected = reference_gates(gate, size, origins, full)
-    torch.testing.assert_close(batched, expected, atol=1e-6, rtol=1e-5)
-    grads = torch.autograd.grad((batched * probe).sum(), list(gate.parameters()))
+    torch.testing.assert_close(shared, expected, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad((shared * probe).sum(), list(gate.parameters()))
     expected_grads = torch.autograd.grad((expected * probe).sum(), list(gate.parameters()))
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_batched_gates_match_one_encoder_call_per_frame_with_gradients(layers):
+    gate = randomise(CoordGate(4, hidden=8, layers=layers))
+    origins = [(0.0, 0.0), (10.0, 4.5), (2.25, 10.0)]
+    assert_gates_match_the_per_frame_path(gate, (6, 7), origins, (20, 17))
+
+
+def test_overlapping_crops_share_their_pixels_and_match_the_per_sample_gates():
+    """Random training crops: the encoder runs once per distinct pixel, and the gathered
+    gates and every gradient equal one encoder call per crop within 1e-5."""
+    torch.manual_seed(5)
+    gate = randomise(CoordGate(6))
+    size, full = (16, 16), (48, 40)
+    origins = torch.randint(0, 25, (8, 2)).tolist()
+    union = pixel_union(size, [Frame(tuple(map(float, o)), full) for o in origins])
+    assert union.points.shape[1] < 8 * 16 * 16  # the crops overlap
+    assert_gates_match_the_per_frame_path(gate, size, origins, full)
 
 
 def test_unet_gate_with_per_sample_frames_matches_the_per_frame_path():

@@ -19,6 +19,7 @@ may be fractional): that is what :meth:`Frame.scaled` gives for a U-Net level.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -29,9 +30,11 @@ __all__ = [
     "BatchFrames",
     "Frame",
     "FrameLike",
+    "PixelUnion",
     "Where",
     "batch_frames",
     "coordinate_grid",
+    "pixel_union",
     "resolve_frame",
     "stacked_axes",
 ]
@@ -274,3 +277,65 @@ def stacked_axes(
         (2 * (origin[:, a, None] + torch.arange(n, **like)) + 1) / full[:, a, None] - 1
         for a, n in enumerate(size)
     ]
+
+
+class PixelUnion(NamedTuple):
+    """The distinct pixels of K frames of one array size (see :func:`pixel_union`).
+
+    ``points``: (dim, P) the coordinates of the P distinct pixels; ``index``: (K, *size)
+    the point each frame's pixel is, or None for one frame (its points are its pixels in
+    order).
+    """
+
+    points: torch.Tensor
+    index: torch.Tensor | None
+
+
+def pixel_union(
+    size: Sequence[int],
+    frames: Sequence[Frame],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> PixelUnion:
+    """The union of the pixels of K frames of arrays of ``size``: each coordinate once.
+
+    A pointwise map of the coordinates (a gate) evaluated at ``points`` and gathered by
+    ``index`` equals the map evaluated on every frame, at the cost of the distinct pixels
+    only: overlapping training crops share theirs. Pixels are the same when their
+    coordinates are, computed in float64 and then cast to ``dtype``.
+
+    >>> union = pixel_union((2, 2), [Frame((0.0, 0.0), (4.0, 4.0)), Frame((1.0, 0.0), (4.0, 4.0))])
+    >>> union.points.shape[1], union.index.tolist()
+    (6, [[[0, 1], [2, 3]], [[2, 3], [4, 5]]])
+    """
+    dtype = dtype or torch.get_default_dtype()
+    axes = stacked_axes(size, frames, device=device, dtype=torch.float64)
+    if len(frames) == 1:
+        grid = torch.meshgrid(*[a[0] for a in axes], indexing="ij")
+        return PixelUnion(torch.stack(grid).reshape(len(size), -1).to(dtype), None)
+    # Number the distinct values along each axis, then each pixel by its values' numbers.
+    values, key = [], None
+    for a, coords in enumerate(axes):
+        distinct, inverse = torch.unique(coords, return_inverse=True)
+        shape = [len(frames)] + [1] * len(size)
+        shape[1 + a] = size[a]
+        key = inverse.view(shape) if key is None else key * len(distinct) + inverse.view(shape)
+        values.append(distinct)
+    keys, index = _distinct(key, math.prod(len(v) for v in values))
+    coords = []
+    for distinct in reversed(values):
+        coords.append(distinct[keys % len(distinct)])
+        keys = keys // len(distinct)
+    return PixelUnion(torch.stack(coords[::-1]).to(dtype), index)
+
+
+def _distinct(key: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted distinct values of an integer tensor ``key`` in [0, bound) and the index
+    of each element among them (``torch.unique(key, return_inverse=True)``)."""
+    if bound > 4 * key.numel():
+        return torch.unique(key, return_inverse=True)
+    # Marking a table of every possible key is cheaper than sorting when it is small.
+    present = torch.zeros(bound, dtype=torch.bool, device=key.device)
+    present[key.reshape(-1)] = True
+    return present.nonzero().squeeze(1), (torch.cumsum(present, 0) - 1)[key]

@@ -6,11 +6,13 @@ per (size, origin, full_size, device, dtype) and cached, and inference costs one
 elementwise multiply (fused into the convolution before it by
 :func:`~coordgate.layers.fused.gated_conv`).
 
-The MLP gate runs channel-first over a batch of frames at once: its first layer is a sum
-of one term per axis, ``b + W[:, 0] c_0 + W[:, 1] c_1``, built by broadcasting the axes'
-coordinates, and each further Linear is one batched matrix product. A batch of random
-crops, each with its own sensor origin, therefore costs one pass of the encoder over all
-the crops' pixels, not one call per crop.
+The MLP gate of a batch of frames runs once over the union of their pixels
+(:func:`~coordgate.frames.pixel_union`): a batch of random training crops, each with its
+own sensor origin, costs one pass of the encoder over the distinct pixels the crops cover
+(overlapping crops share theirs), gathered into one gate per crop; exact, because the gate
+is a pointwise function of the coordinates, and gradients flow back through the gather to
+every pixel's encoder evaluation. The encoder runs hidden-major, (features, points), so each
+Linear is one matrix product over all the points.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from coordgate.frames import Frame, FrameLike, Where, batch_frames, resolve_frame, stacked_axes
+from coordgate.frames import Frame, FrameLike, Where, batch_frames, pixel_union, resolve_frame
 from coordgate.layers.shapes import check_dim, check_features
 
 __all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder", "encode_pixels"]
@@ -181,9 +183,10 @@ class CoordGate(nn.Module):
         dtype = param.dtype if dtype is None else dtype
         if self.mode == "map":
             return self._crop_map(size, frame).to(dtype)
-        axes = frame.axes(size, device=device, dtype=dtype)
         if self.mode == "mlp":
-            return self._encode([t[None] for t in axes])[0]
+            points = pixel_union(size, [frame], device=device, dtype=dtype).points
+            return self._encode(points).view(self.channels, *size)
+        axes = frame.axes(size, device=device, dtype=dtype)
         out = self.map.to(dtype)
         for a, coords in enumerate(axes):
             w = cubic_weights(coords, self.grid)  # (size[a], grid)
@@ -203,7 +206,7 @@ class CoordGate(nn.Module):
         """The gates of K frames at once: ``origins`` / ``full_sizes`` (K, dim) -> (K, C, *size).
 
         Equal to stacking :meth:`gate` over the frames; the MLP gate evaluates all of them
-        in one batched pass (see the module docstring). Always recomputed.
+        once over the union of their pixels (see the module docstring). Always recomputed.
         """
         size = tuple(int(s) for s in size)
         if len(origins) != len(full_sizes) or not len(origins):
@@ -223,34 +226,30 @@ class CoordGate(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """:meth:`gates` of validated frames."""
-        # The batched pass needs the encoder on coordinates; other gates (maps, or a
-        # subclass's own gate()) are stacked frame by frame.
+        # The union of the pixels needs the encoder on coordinates; other gates (maps, or
+        # a subclass's own gate()) are stacked frame by frame.
         if self.mode != "mlp" or type(self).gate is not CoordGate.gate:
             return torch.stack([self.gate(size, f, device=device, dtype=dtype) for f in frames])
         param = next(self.parameters())
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
-        return self._encode(stacked_axes(size, frames, device=device, dtype=dtype))
+        union = pixel_union(size, frames, device=device, dtype=dtype)
+        out = self._encode(union.points)
+        if union.index is None:
+            return out.view(1, self.channels, *size)
+        gates = out.index_select(1, union.index.view(-1)).view(self.channels, len(frames), *size)
+        return gates.transpose(0, 1).contiguous()
 
-    def _encode(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The MLP gate on the grids of K frames: ``axes[a]`` (K, size[a]) holds each
-        frame's coordinates along axis a -> (K, C, *size)."""
-        first = self.encoder[0]
-        k, size, dim = axes[0].shape[0], [t.shape[1] for t in axes], self.dim
-        # b + sum_a W[:, a] c_a: one broadcast term per axis, (K, hidden, *size) at the end
-        h = first.bias.to(axes[0].dtype).view(1, -1, *[1] * dim)
-        for a, coords in enumerate(axes):
-            shape = [k, 1] + [1] * dim
-            shape[2 + a] = size[a]
-            h = h + first.weight[:, a].to(coords.dtype).view(1, -1, *[1] * dim) * coords.view(shape)
-        h = h.expand(k, -1, *size).reshape(k, h.shape[1], -1)
-        for module in self.encoder[1:]:
+    def _encode(self, points: torch.Tensor) -> torch.Tensor:
+        """The MLP gate at P points: coordinates (dim, P) -> gate values (C, P)."""
+        h = points
+        for module in self.encoder:
             if isinstance(module, nn.Linear):
                 weight, bias = module.weight.to(h.dtype), module.bias.to(h.dtype)
-                h = torch.baddbmm(bias.view(1, -1, 1), weight.expand(k, -1, -1), h)
+                h = torch.addmm(bias[:, None], weight, h)
             else:
-                h = module(h)  # the pointwise activation
-        return h.view(k, h.shape[1], *size)
+                h = module(h.unsqueeze(0)).squeeze(0)  # pointwise, features on axis 1
+        return h
 
     def _crop_map(self, size: tuple[int, ...], frame: Frame) -> torch.Tensor:
         origin, full_size = frame
@@ -326,7 +325,7 @@ class CoordGate(nn.Module):
         """:meth:`weights_for` and whether that gate is known to be non-negative (true only
         of cached eval gates that are), which lets a ReLU before the gate commute with it.
 
-        Per-sample frames get one batched gate evaluation over all of them (in eval mode,
+        Per-sample frames get one gate evaluation over the union of their pixels (in eval mode,
         crops of one cached gate of the whole sensor where the frames allow).
         """
         check_features(x, self.channels, self.dim, "CoordGate")
@@ -341,10 +340,11 @@ class CoordGate(nn.Module):
         """The gates of K validated frames (K, C, *size) on ``like``'s device and dtype,
         and whether they are known to be non-negative.
 
-        Training and export evaluate all frames in one batched pass (:meth:`gates`). In eval
-        mode, frames whose origins and common ``full_size`` are whole pixels (the whole
-        image, crops and tiles on the pooling grid, at every U-Net level) are cut from one
-        cached gate of the whole frame; another single frame has its own cached gate.
+        Training and export evaluate all frames at once, over the union of their pixels
+        (:meth:`gates`). In eval mode, frames whose origins and common ``full_size`` are
+        whole pixels (the whole image, crops and tiles on the pooling grid, at every U-Net
+        level) are cut from one cached gate of the whole frame; another single frame has its
+        own cached gate.
         """
         if self._computes_in_graph():
             return self._gates(size, frames, device=like.device, dtype=like.dtype), False
