@@ -122,3 +122,20 @@ def test_load_errors(tmp_path):
         PSFField.load(tmp_path / "junk.npz")
     with pytest.raises(ValueError, match=".npz"):
         PSFField.default(9).save(tmp_path / "field.txt")
+
+
+def test_tilted_focal_plane_is_in_focus_on_the_centre_line_and_symmetric_in_width():
+    lens = PSFField.default(max_defocus=0.0, tilt=0.6)
+    defocus = lens.zernike_coefficients(torch.tensor([0.3, 0.3, 0.3]), torch.tensor([-1.0, 0, 1]))
+    assert defocus[:, 0].tolist() == pytest.approx([-0.6, 0.0, 0.6])
+    # without spherical aberration, equal defocus either side of focus blurs alike
+    left, right = lens.psf_at(0.0, -0.8), lens.psf_at(0.0, 0.8)
+    assert torch.allclose(left, right, atol=1e-10)
+    assert psf_width(left) > 2 * psf_width(lens.psf_at(0.0, 0.0))
+
+
+def test_spherical_aberration_makes_the_two_sides_of_a_tilted_focus_differ():
+    lens = PSFField.default(max_defocus=0.0, tilt=0.6, spherical=0.2)
+    left, right = lens.psf_at(0.0, -0.8), lens.psf_at(0.0, 0.8)
+    assert (left - right).norm() > 0.3 * right.norm()
+    assert PSFField.from_config(lens.config()).config()["tilt"] == 0.6

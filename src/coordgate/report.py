@@ -23,6 +23,7 @@ __all__ = [
     "Column",
     "claims_markdown",
     "environment_markdown",
+    "environment_section",
     "format_value",
     "markdown_table",
     "write_csv",
@@ -101,6 +102,11 @@ def claims_markdown(claims: Sequence[Claim]) -> str:
             f"   - Ours: {claim.evidence}{rule}"
         )
     return "\n".join(blocks)
+
+
+def environment_section(environment: Mapping[str, object]) -> str:
+    """A report's closing "Environment" section: heading and :func:`environment_markdown`."""
+    return f"## Environment\n\n{environment_markdown(environment)}\n"
 
 
 def environment_markdown(environment: Mapping[str, object]) -> str:

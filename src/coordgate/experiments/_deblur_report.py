@@ -16,7 +16,7 @@ from coordgate.report import (
     Claim,
     Column,
     claims_markdown,
-    environment_markdown,
+    environment_section,
     markdown_table,
     write_csv,
     write_json,
@@ -144,7 +144,7 @@ def _data_text(results: dict) -> str:
         f"{dataset.get('test')}), base width {preset['base_channels']}, batch "
         f"{preset['batch_size']}; {_schedule_text(preset)}. Seeds: {preset['headline_seeds']} "
         f"for U-Net(3), U-Net(6) and CG U-Net(3), {preset['seeds']} for the others (data seed "
-        f"{results['seed']}). Blur: the default lens {results['psf_field']}, no noise (as in "
+        f"{results['seed']}). Blur: the lens {results['psf_field']}, no noise (as in "
         f"the paper). Residual learning (output = input + network): {preset['residual']}. "
         f"Real images: {', '.join(results['real_images'])}."
     )
@@ -195,9 +195,6 @@ def report_markdown(results: dict) -> str:
         "- `error_vs_position.png` mean squared error per pixel over the whole frame and vs "
         "radius, for " + ", ".join(_MAP_MODELS),
         "",
-        "## Environment",
-        "",
-        environment_markdown(results["environment"]),
-        "",
+        environment_section(results["environment"]),
     ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ model and seed by seed: finished runs are reused.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -46,10 +47,12 @@ __all__ = [
     "SHARED",
     "Preset",
     "add_arguments",
+    "add_run_arguments",
     "deblur_claims",
     "export_checkpoints",
     "run",
     "run_study",
+    "set_threads",
 ]
 
 ALL_MODELS = (
@@ -69,7 +72,9 @@ class Preset:
     through :func:`coordgate.inference.predict`); ``crops_per_frame``: crops drawn from a
     frame per epoch ("area": enough to cover it); ``images``: sharp frames, split 80/10/10
     into train/val/test; ``max_defocus``: the lens's defocus in the corners (RMS waves,
-    the project's default lens); ``residual``: every model learns the correction to the
+    the project's default lens); ``aberrations``: its other
+    :class:`~coordgate.optics.LensField` parameters (astigmatism, coma, spherical, tilt;
+    none by default); ``residual``: every model learns the correction to the
     blurred input (output = input + network), which lets the small CPU budgets converge;
     the paper does not say either way. ``seeds``: seeds per model; the headline models
     (:data:`HEADLINE`) get ``headline_seeds``. Schedule: Adam at ``lr`` after
@@ -88,6 +93,7 @@ class Preset:
     models: tuple[str, ...]
     time_budget_s: float | None = None
     max_defocus: float = DEFAULT_MAX_DEFOCUS
+    aberrations: dict[str, float] = dataclasses.field(default_factory=dict)
     residual: bool = True
     lr: float = 1e-3
     warmup_epochs: int = 0
@@ -175,7 +181,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scale of the study (quick: a minute; cpu: whole 64x64 frames, about 1.5 h on 2 "
         "cores; sensor: 64x64 crops of 256x256 frames; paper: for a GPU)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument(
         "--models",
         nargs="+",
@@ -183,6 +188,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="models to train (default: the preset's)",
     )
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training study takes: --out, --seed, --device, --no-progress and
+    --threads (applied with :func:`set_threads`)."""
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -194,11 +206,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def set_threads(threads: int | None) -> None:
+    """Apply a study's ``--threads`` option (None: torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     preset = PRESETS[args.preset]
     if args.models:
         preset = replace(preset, models=tuple(args.models))
@@ -463,14 +481,21 @@ def _too_large(name: str, preset: Preset, field) -> dict | None:
 
 def study_field(preset: Preset) -> PSFField:
     """The lens of the study."""
-    return PSFField.default(max_defocus=preset.max_defocus)
+    return PSFField.default(max_defocus=preset.max_defocus, **preset.aberrations)
 
 
 def run_study(
-    preset: Preset, out: str | Path, *, seed: int = 0, device: str = "auto", progress: bool = True
+    preset: Preset,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    export: bool = True,
 ) -> dict:
     """Build or reuse the data, train or reuse every model and seed, evaluate, judge the
-    claims and write the outputs. Returns the content of ``results.json``."""
+    claims and write the outputs (with ``export``, half-precision copies of the
+    :data:`SHARED` models' checkpoints too). Returns the content of ``results.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     field = study_field(preset)
@@ -522,7 +547,8 @@ def run_study(
     }
     results["claims"] = [c.to_dict() for c in deblur_claims(results)]
     write_outputs(results, out, predictions=predictions, frames=frames)
-    export_checkpoints(out, [o.name for o in outcomes if o.name in SHARED], seed)
+    if export:
+        export_checkpoints(out, [o.name for o in outcomes if o.name in SHARED], seed)
     return results
 
 

@@ -1,6 +1,6 @@
 """PSF fields: the PSF as a smooth function of position on the sensor.
 
-Positions are normalised sensor coordinates (``coordgate.layers.coords``): ``y`` along
+Positions are normalised sensor coordinates (``coordgate.frames``): ``y`` along
 the image height, ``x`` along its width, the frame's outer edges at -1 and +1. The field
 radius ``h = sqrt((y**2 + x**2) / 2)`` is 0 at the centre and 1 in the corners.
 
@@ -166,6 +166,7 @@ class PSFField:
         astigmatism: float = 0.0,
         coma: float = 0.0,
         spherical: float = 0.0,
+        tilt: float = 0.0,
     ) -> LensField:
         """The paper's lens: in focus at the centre, defocus growing toward the corners."""
         return LensField(
@@ -175,6 +176,7 @@ class PSFField:
             astigmatism=astigmatism,
             coma=coma,
             spherical=spherical,
+            tilt=tilt,
         )
 
     @staticmethod
@@ -235,9 +237,12 @@ class PSFField:
 class LensField(PSFField):
     """Diffraction PSFs with Seidel-like field-dependent Zernike aberrations (RMS waves).
 
-    At field radius ``h`` (1 in the corners) and azimuth ``phi``: defocus
-    ``max_defocus * h**2``; astigmatism ``astigmatism * h**2`` and coma ``coma * h``,
-    both oriented along ``phi``; spherical aberration ``spherical`` everywhere.
+    At field radius ``h`` (1 in the corners), azimuth ``phi`` and normalised column ``x``:
+    defocus ``max_defocus * h**2 + tilt * x`` (field curvature, and a focal plane tilted
+    about the sensor's vertical centre line: in front of focus on one side, behind it on
+    the other); astigmatism ``astigmatism * h**2`` and coma ``coma * h``, both oriented
+    along ``phi``; spherical aberration ``spherical`` everywhere (which makes the PSFs on
+    either side of focus differ in form, not only in width).
     """
 
     kind: ClassVar[str] = "lens"
@@ -251,6 +256,7 @@ class LensField(PSFField):
         astigmatism: float = 0.0,
         coma: float = 0.0,
         spherical: float = 0.0,
+        tilt: float = 0.0,
     ) -> None:
         super().__init__(psf_size)
         if not 0 < pupil_scale <= 1:
@@ -262,6 +268,7 @@ class LensField(PSFField):
             "astigmatism": float(astigmatism),
             "coma": float(coma),
             "spherical": float(spherical),
+            "tilt": float(tilt),
         }
         for name, value in self.aberrations.items():
             if not math.isfinite(value):
@@ -277,7 +284,7 @@ class LensField(PSFField):
         h, phi = field_radius(y, x), torch.atan2(y, x)
         a = self.aberrations
         terms = {
-            "defocus": a["max_defocus"] * h**2,
+            "defocus": a["max_defocus"] * h**2 + a["tilt"] * x,
             "astigmatism_cos": a["astigmatism"] * h**2 * torch.cos(2 * phi),
             "astigmatism_sin": a["astigmatism"] * h**2 * torch.sin(2 * phi),
             "coma_cos": a["coma"] * h * torch.cos(phi),

@@ -1,0 +1,208 @@
+"""Outputs of the lens study, generated from its results alone: ``results.json``,
+``lenses.png`` (each lens's PSFs and what CoordGate adds on it) and ``report.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from coordgate.optics import PSFField
+from coordgate.plots.lenses import lens_gain_figure
+from coordgate.report import Claim, claims_markdown, environment_section, write_json
+
+__all__ = ["advice", "report_markdown", "write_outputs"]
+
+_MODELS = ("unet3", "cg-unet3", "unet6", "coordconv-unet6")
+_HEADERS = {"unet3": "U-Net(3)", "cg-unet3": "CG U-Net(3)", "unet6": "U-Net(6)",
+            "coordconv-unet6": "CoordConv-UNet(6)"}  # fmt: skip
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    """results.json, lenses.png and report.md in ``out`` (each lens's own outputs are in
+    ``out/LENS``)."""
+    write_json(results, out / "results.json")
+    psfs = {
+        lens["name"]: PSFField.from_config(lens["psf_field"]).grid(3) for lens in results["lenses"]
+    }
+    lens_gain_figure(psfs, results["lenses"], out / "lenses.png")
+    (out / "report.md").write_text(report_markdown(results))
+
+
+def _comparison(lens: dict, a: str, b: str) -> dict | None:
+    return next((c for c in lens["comparisons"] if (c["a"], c["b"]) == (a, b)), None)
+
+
+def _delta(row: dict) -> str:
+    return f"{row['delta']:+.2f} ± {row['uncertainty']:.2f} dB"
+
+
+def _gain_sentence(row: dict | None) -> str:
+    if row is None:
+        return "CoordGate's gain at depth 3 was not measured"
+    return {
+        "supported": f"CoordGate adds {_delta(row)} to U-Net(3)",
+        "within noise": f"CoordGate adds nothing measurable to U-Net(3) ({_delta(row)})",
+        "not supported": f"CoordGate makes U-Net(3) worse ({_delta(row)})",
+    }[row["verdict"]]
+
+
+def _depth_sentence(row: dict | None, ratio: float) -> str:
+    if row is None:
+        return "CG U-Net(3) was not compared with U-Net(6)"
+    return {
+        "supported": f"CG U-Net(3) beats U-Net(6) by {_delta(row)} with 1/{ratio:.0f} of its "
+        "parameters: choose the CG U-Net",
+        "within noise": f"CG U-Net(3) matches U-Net(6) within noise ({_delta(row)}) with "
+        f"1/{ratio:.0f} of its parameters: choose it where memory or speed matters",
+        "not supported": f"U-Net(6) beats CG U-Net(3) by {-row['delta']:.2f} ± "
+        f"{row['uncertainty']:.2f} dB: a deep plain U-Net is the better choice if its "
+        f"{ratio:.0f}× parameters are affordable",
+    }[row["verdict"]]
+
+
+def _real_sentence(lens: dict) -> str:
+    models = lens["models"]
+    if "cg-unet3" not in models:
+        return ""
+    cg, blurred = models["cg-unet3"]["real_psnr"], lens["blurred_input_real"]
+    plain = {n: models[n]["real_psnr"] for n in ("unet3", "unet6") if n in models}
+    others = ", ".join(f"{_HEADERS[n]} {v:.2f} dB" for n, v in plain.items())
+    text = f" On the real images CG U-Net(3) scores {cg:.2f} dB ({others}; blurred input "
+    text += f"{blurred:.2f} dB)"
+    if cg < blurred:
+        text += ": it makes them worse, so check a model on your own images before using it"
+    return text + "."
+
+
+def advice(lens: dict) -> str:
+    """What the numbers of one lens say to a user choosing a model."""
+    models = lens["models"]
+    ratio = (
+        models["unet6"]["params"] / models["cg-unet3"]["params"]
+        if {"unet6", "cg-unet3"} <= set(models)
+        else float("nan")
+    )
+    coordconv = _comparison(lens, "coordconv-unet6", "unet6")
+    text = (
+        f"**{lens['name']}.** {_gain_sentence(_comparison(lens, 'cg-unet3', 'unet3'))}; "
+        f"{_depth_sentence(_comparison(lens, 'cg-unet3', 'unet6'), ratio)}."
+    )
+    if coordconv is not None:
+        text += (
+            f" Coordinates as input channels change U-Net(6) by {_delta(coordconv)} "
+            f"({coordconv['verdict']})."
+        )
+    return text + _real_sentence(lens)
+
+
+def _scores_table(results: dict) -> list[str]:
+    present = [m for m in _MODELS if any(m in lens["models"] for lens in results["lenses"])]
+    header = "| lens | blurred input | " + " | ".join(_HEADERS[m] for m in present) + " |"
+    lines = [header, "|" + "---|" * (len(present) + 2)]
+    for lens in results["lenses"]:
+        cells = []
+        for m in present:
+            row = lens["models"].get(m)
+            seeds = row and ", ".join(f"{v:.2f}" for v in row["psnr_seeds"])
+            cells.append("—" if row is None else f"{row['psnr']:.2f} ({seeds})")
+        lead = f"| {lens['name']} | {lens['blurred_input']:.2f} | "
+        lines.append(lead + " | ".join(cells) + " |")
+    return lines
+
+
+def _comparisons_table(results: dict) -> list[str]:
+    pairs = [(c["a"], c["b"]) for c in results["lenses"][0]["comparisons"]]
+    header = "| lens | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |"
+    lines = [header, "|" + "---|" * (len(pairs) + 1)]
+    for lens in results["lenses"]:
+        cells = []
+        for a, b in pairs:
+            row = _comparison(lens, a, b)
+            cells.append("—" if row is None else f"{_delta(row)} ({row['verdict']})")
+        lines.append(f"| {lens['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _real_table(results: dict) -> list[str]:
+    lines = ["| lens | blurred input | " + " | ".join(_HEADERS[m] for m in _MODELS) + " |"]
+    lines.append("|" + "---|" * (len(_MODELS) + 2))
+    for lens in results["lenses"]:
+        cells = [
+            f"{lens['models'][m]['real_psnr']:.2f}" if m in lens["models"] else "—" for m in _MODELS
+        ]
+        lines.append(
+            f"| {lens['name']} | {lens['blurred_input_real']:.2f} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _setup_text(results: dict) -> str:
+    preset = results["preset"]
+    return (
+        f"Preset **{preset['name']}**: {preset['frame']}×{preset['frame']} sensor frames of "
+        f"synthetic microscopy ({preset['images']} frames, split 80/10/10), blurred whole by "
+        f"each lens; models train on random {preset['crop']}×{preset['crop']} crops that carry "
+        "their sensor origin and are evaluated on whole test frames through "
+        "`coordgate.inference.predict`, as in the deblurring study's sensor regime and with "
+        f"its converging schedule (residual learning, base width {preset['base_channels']}, "
+        f"Adam with warm-up and a cosine to early stopping, at most {preset['epochs']} "
+        f"epochs). Seeds: {preset['headline_seeds']} per model (data seed {results['seed']}); "
+        "each lens has the same sharp frames, so differences between lenses are differences "
+        "of blur alone."
+    )
+
+
+def report_markdown(results: dict) -> str:
+    """The study's report, generated from ``results``."""
+    claims = [Claim(**c) for c in results["claims"]]
+    lenses = results["lenses"]
+    lines = [
+        "# Where CoordGate pays: lenses whose blur cannot be read from the image",
+        "",
+        _setup_text(results),
+        "",
+        "## The lenses",
+        "",
+        *[f"- **{lens['name']}**: {lens['description']}; `{lens['psf_field']}`" for lens in lenses],
+        "",
+        "![PSFs and gains per lens](lenses.png)",
+        "",
+        "`lenses.png`: top, each lens's PSFs at 3×3 field points (square root of intensity); "
+        "bottom, each comparison's paired test-PSNR difference Δ per lens, whiskers ±2u.",
+        "",
+        "## Test PSNR (dB): mean over seeds (each seed)",
+        "",
+        *_scores_table(results),
+        "",
+        "## Differences (paired per test frame, mean over seeds ± u) and verdicts",
+        "",
+        *_comparisons_table(results),
+        "",
+        "## When to choose a CG U-Net",
+        "",
+        *[line for lens in lenses for line in (advice(lens), "")],
+        "## Claims",
+        "",
+        claims_markdown(claims),
+        "",
+        "## Real images (PSNR, dB, mean over seeds)",
+        "",
+        *_real_table(results),
+        "",
+        "## Per lens",
+        "",
+        *[
+            f"- `{lens['name']}/`: `report.md` (every model and seed, convergence), "
+            "`error_vs_position.png` (error over the sensor), `fig5.png` (a test frame)"
+            for lens in lenses
+        ],
+        "",
+        _convergence(results),
+        "",
+        environment_section(results["environment"]),
+    ]
+    return "\n".join(lines)
+
+
+def _convergence(results: dict) -> str:
+    stops = sorted({s for lens in results["lenses"] for s in lens["stopped"]})
+    return f"How the runs ended, over all lenses, models and seeds: {', '.join(stops)}."
