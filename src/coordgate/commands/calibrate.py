@@ -85,6 +85,8 @@ def calibrate_command(args: argparse.Namespace) -> int:
             saturation=args.saturation,
             grid_size=args.grid_size,
             max_extrapolation=args.max_extrapolation,
+            centre=args.centre,
+            pupil_scale=args.pupil_scale,
         )
         inputs = {"images": [str(p) for p in args.images]}
     seconds = time.perf_counter() - start
@@ -132,8 +134,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-extrapolation",
         type=float,
-        default=0.3,
+        default=1.0,
         help="how far the fit's trend is followed beyond the outermost beads (normalised)",
+    )
+    parser.add_argument(
+        "--centre",
+        choices=("chief_ray", "centroid"),
+        default="chief_ray",
+        help="centre each PSF on its chief ray (a pupil fit; default) or its centroid",
+    )
+    parser.add_argument(
+        "--pupil-scale",
+        type=float,
+        default=1.0,
+        help="pupil sampling of the chief-ray fit: 4 NA pixel / wavelength (1 = Nyquist)",
     )
     parser.add_argument("--channel", type=int, default=None, help="channel of colour images")
     parser.add_argument("--psfs", type=Path, default=None, help="measured PSF stack (TIFF)")

@@ -17,8 +17,10 @@ and its extrapolation beyond the outermost beads in
 against it in :mod:`~coordgate.optics.calibration.simulate`.
 
 What beads cannot tell: their true positions are unknown, so a shift of the PSF that
-varies smoothly over the sensor (distortion; coma's centroid offset from the chief ray)
-is invisible. Calibrated PSFs are centred on their intensity centroid.
+varies smoothly over the sensor (distortion) is invisible. Calibrated PSFs are centred
+on their chief ray, found by fitting the diffraction pupil to their shape
+(:mod:`~coordgate.optics.calibration.pupil`; coma moves the centroid off it), or on
+their intensity centroid with ``centre="centroid"``.
 
 Needs NumPy and SciPy (the ``study`` extra); the core layers do not import this package.
 """
