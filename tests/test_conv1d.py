@@ -12,7 +12,7 @@ import torch
 
 from coordgate.cli import main
 from coordgate.experiments import conv1d
-from coordgate.experiments._conv1d_report import claims
+from coordgate.experiments._conv1d_report import claims, judge, rejudge, write_outputs
 from coordgate.experiments._varying_conv1d import (
     effective_matrix,
     make_dataset,
@@ -242,6 +242,37 @@ def test_tiny_study_writes_results_figures_and_report(tmp_path):
     ]
 
 
+def test_rejudging_a_finished_study_reproduces_its_claims_and_report(tmp_path, capsys):
+    preset = dataclasses.replace(TINY, models=("CNN(1,5,1)", "CG(1,5,3,2)"), ablation_seeds=0)
+    result = conv1d.run_study(preset, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["claims"] == result["claims"] == [c.to_dict() for c in judge(saved)]
+    assert all(claim["rule"] for claim in saved["claims"])
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("   - Rule: ") == len(saved["claims"])
+    assert rejudge(tmp_path) == saved
+    assert (tmp_path / "report.md").read_text() == report
+    assert main(["reproduce", "conv1d", "--out", str(tmp_path), "--rejudge"]) == 0
+    assert "CG(1,5,3,2)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results.json").read_text()) == saved
+
+
+def test_write_outputs_returns_new_results_and_leaves_its_input_alone(tmp_path):
+    preset = dataclasses.replace(TINY, models=("CNN(1,5,1)",), ablation_seeds=0)
+    conv1d.run_study(preset, tmp_path / "study", progress=False)
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    given = {k: v for k, v in saved.items() if k not in ("claims", "figures")}
+    before = json.loads(json.dumps(given))
+    matrix = spatially_varying_matrix(preset.size)
+    run = {"psnr": saved["models"][0]["psnr_median"], "val_loss": [0.5, 0.25, 0.2]}
+    (tmp_path / "again").mkdir()
+    written = write_outputs(
+        tmp_path / "again", given, matrix, {"CNN(1,5,1)": matrix}, {"CNN(1,5,1)": run}
+    )
+    assert given == before and "claims" not in given and "figures" not in given
+    assert written == saved
+
+
 def test_changed_settings_retrain_instead_of_reusing_runs(tmp_path):
     preset = dataclasses.replace(TINY, models=("CNN(1,5,1)",))
     first = conv1d.run_study(preset, tmp_path, progress=False)
@@ -332,6 +363,16 @@ def test_claims_follow_the_numbers():
 def test_claims_without_the_models_they_need_are_inconclusive():
     rows = [r for r in _rows() if r["family"] == "cnn" and r["layers"] == 1]
     assert {c.verdict for c in claims(rows, negligible_db=1.0)} == {"inconclusive"}
+
+
+@pytest.mark.parametrize("negligible_db", [1.0, 0.5])
+def test_every_claim_states_its_rule_with_its_threshold(negligible_db):
+    inconclusive = [r for r in _rows() if r["family"] == "cnn" and r["layers"] == 1]
+    for rows in (_rows(), inconclusive):
+        checked = claims(rows, negligible_db=negligible_db)
+        assert all(claim.rule and claim.to_dict()["rule"] == claim.rule for claim in checked)
+        # Each rule names the threshold it applies, as given.
+        assert all(f"{negligible_db:g} dB" in claim.rule for claim in checked)
 
 
 def test_baseline_claims_follow_the_numbers():

@@ -10,7 +10,10 @@ import torch
 from coordgate.cli import main
 from coordgate.experiments.padding import (
     convolutions_to_centre,
+    judge,
     position_reach,
+    rejudge,
+    run_study,
     uniform_convolutions,
     uniform_unet,
 )
@@ -91,3 +94,19 @@ def test_padding_study_cli(tmp_path):
     assert (tmp_path / "fig1_padding.png").stat().st_size > 1000
     assert "verdict: **supported**" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "results.csv").read_text().startswith("name,panel,")
+
+
+def test_padding_claims_carry_rules_and_rejudging_reproduces_them(tmp_path):
+    result = run_study(tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == result and saved["convolutions_to_centre"] == {
+        "plain": 32,
+        "U-Net(2)": 16,
+        "U-Net(4)": 8,
+    }
+    assert all(claim["rule"] for claim in saved["claims"])
+    assert [c.to_dict() for c in judge(saved)] == saved["claims"]
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("   - Rule: ") == 2
+    assert rejudge(tmp_path) == saved
+    assert (tmp_path / "report.md").read_text() == report

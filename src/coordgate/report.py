@@ -26,6 +26,7 @@ __all__ = [
     "environment_section",
     "format_value",
     "markdown_table",
+    "rejudge",
     "write_csv",
     "write_json",
 ]
@@ -138,6 +139,22 @@ def _nan_to_none(data: object) -> object:
     if isinstance(data, (list, tuple)):
         return [_nan_to_none(v) for v in data]
     return data
+
+
+def rejudge(
+    out: str | Path,
+    judge: Callable[[Mapping[str, object]], Sequence[Claim]],
+    render: Callable[[Mapping[str, object]], str],
+) -> dict[str, object]:
+    """Judge and report a finished study again from ``out/results.json`` alone, with no
+    training: the claims of ``judge(results)`` replace the stored ones (rules included)
+    and ``render(results)`` rewrites ``report.md``. Returns the new results."""
+    out = Path(out)
+    results = json.loads((out / "results.json").read_text())
+    results = {**results, "claims": [claim.to_dict() for claim in judge(results)]}
+    write_json(results, out / "results.json")
+    atomic_write_text(out / "report.md", render(results))
+    return results
 
 
 def write_csv(

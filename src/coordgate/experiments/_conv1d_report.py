@@ -1,7 +1,9 @@
 """The 1D study's outputs: claims of §IV.A checked against the results, figures, report.md.
 
-Every number in the report comes from the results; the verdict rules are stated in the
-report next to the verdicts.
+Every number in the report comes from the results: :func:`judge` turns them into claims,
+each carrying the rule that decides its verdict, :func:`write_outputs` draws the figures
+and writes them with the claims, and :func:`rejudge` judges and reports a finished study
+again from its ``results.json`` alone.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from coordgate import report
+from coordgate.atomic import atomic_write_text
 from coordgate.experiments._varying_conv1d import __doc__ as MATRIX_NOTE
 from coordgate.report import (
     Claim,
@@ -22,7 +26,16 @@ from coordgate.report import (
     write_json,
 )
 
-__all__ = ["ABLATION_TABLE", "CSV_KEYS", "TABLE", "claims", "render_report", "write_outputs"]
+__all__ = [
+    "ABLATION_TABLE",
+    "CSV_KEYS",
+    "TABLE",
+    "claims",
+    "judge",
+    "rejudge",
+    "render_report",
+    "write_outputs",
+]
 
 Row = Mapping[str, object]
 
@@ -79,6 +92,10 @@ def _conv_key(row: Row) -> str:
     return f"({row['layers']},{row['kernel']},{row['channels']})"
 
 
+# How the verdicts of several pairs make one (see _overall).
+_COMBINED = "overall supported if all are, not supported if all are not, partly supported otherwise"
+
+
 def _overall(verdicts: Sequence[str]) -> str:
     if all(v == "supported" for v in verdicts):
         return "supported"
@@ -87,8 +104,9 @@ def _overall(verdicts: Sequence[str]) -> str:
     return "partly supported"
 
 
-def _missing(title: str, paper: str, needs: str) -> Claim:
-    return Claim(title, paper, f"not testable with this preset: needs {needs}.", "inconclusive")
+def _missing(title: str, paper: str, needs: str, rule: str) -> Claim:
+    evidence = f"not testable with this preset: needs {needs}."
+    return Claim(title, paper, evidence, "inconclusive", rule)
 
 
 def claim_coordgate(rows: Sequence[Row], negligible_db: float) -> Claim:
@@ -98,11 +116,19 @@ def claim_coordgate(rows: Sequence[Row], negligible_db: float) -> Claim:
         "CG learns the matrix with one convolutional layer, with significantly less "
         "inference time and a fraction of the parameters of a convolutional model."
     )
+    rule = (
+        "the CG compared is the one-layer CG with the fewest parameters whose median PSNR "
+        "beats the best seed (max over seeds) of every CNN/CCNN (a winner), else the "
+        "one-layer CG with the best median; supported if it is a winner with fewer "
+        "parameters and less inference time than the CNN/CCNN of best median, partly "
+        "supported if it is a winner without both, or is smaller and faster and its median "
+        f"less than {negligible_db:g} dB below that CNN/CCNN's, not supported otherwise"
+    )
     cgs = [r for r in rows if r["family"] == "cg" and r["layers"] == 1]
     convs = [r for r in rows if r["family"] in ("cnn", "ccnn")]
     deep = [r for r in convs if r["layers"] > 1]
     if not cgs or not deep:
-        return _missing(title, paper, "a CG(1,k,c,p) and a multi-layer CNN/CCNN")
+        return _missing(title, paper, "a CG(1,k,c,p) and a multi-layer CNN/CCNN", rule)
     best_conv = max(convs, key=lambda r: r["psnr_median"])
     winners = [r for r in cgs if all(r["psnr_median"] > c["psnr_max"] for c in convs)]
     # The cheapest CG that beats every CNN/CCNN is the paper's point; else the best CG.
@@ -138,19 +164,24 @@ def claim_coordgate(rows: Sequence[Row], negligible_db: float) -> Claim:
         verdict = "partly supported"
     else:
         verdict = "not supported"
-    return Claim(title, paper, evidence, verdict)
+    return Claim(title, paper, evidence, verdict, rule)
 
 
 def claim_coordconv(rows: Sequence[Row], negligible_db: float) -> Claim:
     """(2) CCNN(L,k,c) is no better than CNN(L,k,c)."""
     title = "CoordConv gives no benefit over a CNN"
     paper = "The CoordConv model possesses no benefit over a standard convolutional model."
+    rule = (
+        "each CCNN(L,k,c) is paired with the CNN(L,k,c) of the same shape; a pair supports "
+        f"the claim if the CCNN's median PSNR exceeds the CNN's by less than {negligible_db:g} "
+        f"dB, else not; {_COMBINED}"
+    )
     cnns = {_conv_key(r): r for r in rows if r["family"] == "cnn"}
     pairs = [
         (r, cnns[_conv_key(r)]) for r in rows if r["family"] == "ccnn" and _conv_key(r) in cnns
     ]
     if not pairs:
-        return _missing(title, paper, "a CCNN(L,k,c) and the CNN(L,k,c) of the same shape")
+        return _missing(title, paper, "a CCNN(L,k,c) and the CNN(L,k,c) of the same shape", rule)
     gains = [cc["psnr_median"] - cnn["psnr_median"] for cc, cnn in pairs]
     evidence = "; ".join(
         f"{cc['name']} vs {cnn['name']}: {gain:+.2f} dB "
@@ -158,7 +189,7 @@ def claim_coordconv(rows: Sequence[Row], negligible_db: float) -> Claim:
         for (cc, cnn), gain in zip(pairs, gains)
     )
     verdicts = ["supported" if g < negligible_db else "not supported" for g in gains]
-    return Claim(title, paper, evidence + ".", _overall(verdicts))
+    return Claim(title, paper, evidence + ".", _overall(verdicts), rule)
 
 
 def claim_random_input(rows: Sequence[Row], negligible_db: float) -> Claim:
@@ -167,6 +198,13 @@ def claim_random_input(rows: Sequence[Row], negligible_db: float) -> Claim:
     paper = (
         "With the static variable initialised as random numbers U(-1,1) instead of "
         "coordinates, CG was found not to converge."
+    )
+    rule = (
+        "each CG-random(L,k,c,p) is paired with its CG(L,k,c,p) twin and CNN(1,k,1); share = "
+        "(CG-random median - CNN median) / (twin median - CNN median) of the PSNR, 1 if the "
+        "twin's median is not above the CNN's; a pair supports the claim if share < 0.5 (never "
+        "without the CNN), partly if the CG-random median is more than "
+        f"{negligible_db:g} dB below the twin's, else not; {_COMBINED}"
     )
     by_name = {r["name"]: r for r in rows}
     parts, verdicts = [], []
@@ -197,14 +235,19 @@ def claim_random_input(rows: Sequence[Row], negligible_db: float) -> Claim:
         else:
             verdicts.append("not supported")
     if not parts:
-        return _missing(title, paper, "a CG-random(L,k,c,p) and its CG(L,k,c,p) twin")
-    return Claim(title, paper, "; ".join(parts) + ".", _overall(verdicts))
+        return _missing(title, paper, "a CG-random(L,k,c,p) and its CG(L,k,c,p) twin", rule)
+    return Claim(title, paper, "; ".join(parts) + ".", _overall(verdicts), rule)
 
 
 def claim_channels(rows: Sequence[Row], negligible_db: float) -> Claim:
     """(4) more channels do not help a CNN (same L and k)."""
     title = "More channels do not help a CNN"
     paper = "CNN(4,7,4) vs CNN(4,7,20): adding channels does not help learn spatial variation."
+    rule = (
+        "each pair of multi-layer CNNs with the same L and k and different c; a pair supports "
+        f"the claim if the wider one's median PSNR exceeds the narrower's by less than "
+        f"{negligible_db:g} dB, else not; {_COMBINED}"
+    )
     cnns = [r for r in rows if r["family"] == "cnn" and r["layers"] > 1]
     pairs = [
         (a, b)
@@ -214,14 +257,14 @@ def claim_channels(rows: Sequence[Row], negligible_db: float) -> Claim:
         and a["channels"] < b["channels"]
     ]
     if not pairs:
-        return _missing(title, paper, "two CNN(L,k,c) differing only in c")
+        return _missing(title, paper, "two CNN(L,k,c) differing only in c", rule)
     gains = [b["psnr_median"] - a["psnr_median"] for a, b in pairs]
     evidence = "; ".join(
         f"{b['name']} vs {a['name']}: {gain:+.2f} dB ({b['params']} vs {a['params']} parameters)"
         for (a, b), gain in zip(pairs, gains)
     )
     verdicts = ["supported" if g < negligible_db else "not supported" for g in gains]
-    return Claim(title, paper, evidence + ".", _overall(verdicts))
+    return Claim(title, paper, evidence + ".", _overall(verdicts), rule)
 
 
 def claim_depth(rows: Sequence[Row], negligible_db: float) -> Claim:
@@ -230,6 +273,13 @@ def claim_depth(rows: Sequence[Row], negligible_db: float) -> Claim:
     paper = (
         "Performance increases with successive layers: CNN(1,7,1) < CNN(3,7,4) < CNN(4,7,4) "
         "< CNN(8,7,4)."
+    )
+    rule = (
+        "for each kernel k, the CNNs of kernel k with one layer or 4 channels, ordered by "
+        "depth (at least two of them); a chain "
+        "supports the claim if the median PSNR rises at every step, partly if the deepest "
+        f"one's median exceeds the shallowest one's by more than {negligible_db:g} dB, else "
+        f"not; {_COMBINED}"
     )
     parts, verdicts = [], []
     for kernel in sorted({r["kernel"] for r in rows if r["family"] == "cnn"}):
@@ -254,8 +304,8 @@ def claim_depth(rows: Sequence[Row], negligible_db: float) -> Claim:
         else:
             verdicts.append("not supported")
     if not parts:
-        return _missing(title, paper, "CNNs of one kernel size at two depths")
-    return Claim(title, paper, "; ".join(parts) + " (dB, medians).", _overall(verdicts))
+        return _missing(title, paper, "CNNs of one kernel size at two depths", rule)
+    return Claim(title, paper, "; ".join(parts) + " (dB, medians).", _overall(verdicts), rule)
 
 
 def _ratio(a: float, b: float, less: str, more: str) -> str:
@@ -280,10 +330,17 @@ def claim_lcn(rows: Sequence[Row], negligible_db: float) -> Claim:
         "(§II); CoordGate gives a spatially-varying convolution at the cost of a convolution "
         "and a gate."
     )
+    rule = (
+        "against the LCN of best median PSNR, the one-layer CGs match if their median is at "
+        f"most {negligible_db:g} dB below the LCN's; the CG compared is the matching one with the "
+        "fewest parameters, else the one of best median; supported if it matches and has "
+        "fewer parameters and less inference time than the LCN, partly supported if only "
+        "one of the two holds, not supported if neither"
+    )
     lcns = [r for r in rows if r["family"] == "lcn"]
     cgs = [r for r in rows if r["family"] == "cg" and r["layers"] == 1]
     if not lcns or not cgs:
-        return _missing(title, paper, "an LCN(L,k) and a CG(1,k,c,p)")
+        return _missing(title, paper, "an LCN(L,k) and a CG(1,k,c,p)", rule)
     lcn = max(lcns, key=lambda r: r["psnr_median"])
     matching = [r for r in cgs if r["psnr_median"] >= lcn["psnr_median"] - negligible_db]
     cg = (
@@ -314,7 +371,7 @@ def claim_lcn(rows: Sequence[Row], negligible_db: float) -> Claim:
         verdict = "partly supported"
     else:
         verdict = "not supported"
-    return Claim(title, paper, evidence + ".", verdict)
+    return Claim(title, paper, evidence + ".", verdict, rule)
 
 
 def claim_pac(rows: Sequence[Row], negligible_db: float) -> Claim:
@@ -324,10 +381,16 @@ def claim_pac(rows: Sequence[Row], negligible_db: float) -> Claim:
         "PAC adapts a shared kernel with a fixed Gaussian of guidance-feature differences, "
         "which limits what it can express, and it cannot use fast convolution kernels (§II)."
     )
+    rule = (
+        "margin = median PSNR of the best one-layer CG - that of the best PAC (best by "
+        f"median); supported if margin > {negligible_db:g} dB and the CG's inference is "
+        f"faster, partly supported if margin > {negligible_db:g} dB only, or if the CG is "
+        f"faster and margin > -{negligible_db:g} dB, not supported otherwise"
+    )
     pacs = [r for r in rows if r["family"] == "pac"]
     cgs = [r for r in rows if r["family"] == "cg" and r["layers"] == 1]
     if not pacs or not cgs:
-        return _missing(title, paper, "a PAC(L,k,c) and a CG(1,k,c,p)")
+        return _missing(title, paper, "a PAC(L,k,c) and a CG(1,k,c,p)", rule)
     cnns = {_conv_key(r): r for r in rows if r["family"] == "cnn"}
     best_pac = max(pacs, key=lambda r: r["psnr_median"])
     cg = max(cgs, key=lambda r: r["psnr_median"])
@@ -351,7 +414,7 @@ def claim_pac(rows: Sequence[Row], negligible_db: float) -> Claim:
         verdict = "partly supported"
     else:
         verdict = "not supported"
-    return Claim(title, paper, evidence + ".", verdict)
+    return Claim(title, paper, evidence + ".", verdict, rule)
 
 
 def claims(rows: Sequence[Row], negligible_db: float) -> list[Claim]:
@@ -367,6 +430,11 @@ def claims(rows: Sequence[Row], negligible_db: float) -> list[Claim]:
         claim_pac,
     )
     return [check(rows, negligible_db) for check in checks]
+
+
+def judge(result: Mapping[str, object]) -> list[Claim]:
+    """The claims of a study's results (its model rows and ``criteria``)."""
+    return claims(result["models"], result["criteria"]["negligible_db"])
 
 
 def _kernel_notes(rows: Sequence[Row]) -> list[str]:
@@ -455,9 +523,11 @@ def _timing(result: Mapping[str, object]) -> str:
     )
 
 
-def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str:
-    """report.md: preset, machine, setup, figures, claims with verdicts, tables."""
+def render_report(result: Mapping[str, object]) -> str:
+    """report.md from the results alone: preset, machine, setup, figures, the stored claims
+    with their verdicts and rules, tables."""
     config, rows = result["config"], result["models"]
+    checked = [Claim(**claim) for claim in result["claims"]]
     criteria = result["criteria"]
     ablation = result["ablation"]
     captions = {**FIGURES, **GATE_SIZE_FIGURE}
@@ -506,25 +576,8 @@ def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str
         *(f"![{captions[name]}]({name})\n\n{captions[name]}\n" for name in result["figures"]),
         "## Claims",
         "",
-        "Verdict rules (PSNR medians over seeds):",
-        "",
-        "- (1) supported when a one-layer CG's median beats the best seed of every CNN/CCNN "
-        "and it has fewer parameters and less inference time than the best CNN/CCNN; "
-        "partly when it only wins on PSNR, or only ties the best CNN/CCNN (within "
-        f"{criteria['negligible_db']:g} dB) while being smaller and faster.",
-        f"- (2), (4) supported when the coordinates / extra channels gain less than "
-        f"{criteria['negligible_db']:g} dB in every pair, not supported when they gain more in "
-        "every pair.",
-        "- (3) supported when the random-input CG recovers less than half of the PSNR gain that "
-        "coordinates add over a single convolution CNN(1,k,1); partly when it falls short of "
-        f"its coordinate twin by more than {criteria['negligible_db']:g} dB.",
-        "- (5) supported when the median rises with every added layer.",
-        f"- (6) supported when a one-layer CG comes within {criteria['negligible_db']:g} dB of "
-        "the best LCN (or beats it) with fewer parameters and less inference time; partly "
-        "when only one of the two holds.",
-        f"- (7) supported when the best one-layer CG beats the best PAC by more than "
-        f"{criteria['negligible_db']:g} dB with less inference time; partly when it only wins "
-        "on PSNR, or is only faster without losing more than that.",
+        "Each claim states the rule its verdict follows from; PSNR medians and ranges are "
+        "over seeds.",
         "",
         claims_markdown(checked),
         "",
@@ -563,12 +616,13 @@ def render_report(result: Mapping[str, object], checked: Sequence[Claim]) -> str
 
 def write_outputs(
     out: Path,
-    result: dict[str, object],
+    result: Mapping[str, object],
     true_matrix: torch.Tensor,
     matrices: Mapping[str, torch.Tensor],
     median_runs: Mapping[str, Mapping[str, object]],
-) -> None:
-    """Figures, results.json (with the claims), results.csv and report.md into ``out``.
+) -> dict[str, object]:
+    """Figures, results.json, results.csv and report.md into ``out``; returns the results
+    written: ``result`` (left unchanged) with the figures' names and the judged claims.
 
     ``matrices`` and ``median_runs`` (records with ``psnr`` and ``val_loss``) belong to each
     model's median-PSNR run."""
@@ -587,14 +641,18 @@ def write_outputs(
     plot_learning_curves(
         curves, {r["name"]: r["family"] for r in rows}, out / "learning_curves.png"
     )
-    result["figures"] = list(FIGURES)
+    figures = list(FIGURES)
     if result["ablation"]["models"]:
         plot_gate_size(result["ablation"]["models"], out / "gate_size.png")
-        result["figures"] += list(GATE_SIZE_FIGURE)
-    checked = claims(rows, result["criteria"]["negligible_db"])
-    result["claims"] = [
-        {"title": c.title, "verdict": c.verdict, "evidence": c.evidence} for c in checked
-    ]
-    write_json(result, out / "results.json")
+        figures += list(GATE_SIZE_FIGURE)
+    final = {**result, "figures": figures, "claims": [c.to_dict() for c in judge(result)]}
+    write_json(final, out / "results.json")
     write_csv(rows, out / "results.csv", CSV_KEYS)
-    (out / "report.md").write_text(render_report(result, checked))
+    atomic_write_text(out / "report.md", render_report(final))
+    return final
+
+
+def rejudge(out: str | Path) -> dict[str, object]:
+    """Judge the claims and write report.md again from ``out/results.json`` alone (no
+    training; figures and results.csv stay as they are); returns the new results."""
+    return report.rejudge(out, judge, render_report)

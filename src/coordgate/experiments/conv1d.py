@@ -7,7 +7,9 @@ Trains every model of the preset on n = H m (Eq. 5, interpretation in
 ``results.csv``, the Fig. 3 figures (true H beside each model's effective matrix; PSNR vs
 inference time, spot size proportional to parameters; learning curves), the gate-size
 figure and ``report.md``, which checks the claims of §IV.A against our numbers. Finished
-runs are kept in ``OUT/runs/`` so an interrupted study resumes where it stopped.
+runs are kept in ``OUT/runs/`` so an interrupted study resumes where it stopped;
+``--rejudge`` judges the claims and writes the report again from ``OUT/results.json``
+alone, without training.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 
 from coordgate.experiments._varying_conv1d import Conv1dData, effective_matrix, make_dataset
 from coordgate.models import count_parameters
-from coordgate.models.cnn1d import build_from_label, parse_label
+from coordgate.models.cnn1d import CoordGate1d, build_from_label, parse_label
 from coordgate.timing import time_interleaved
 
 __all__ = ["PRESETS", "Preset", "add_arguments", "run", "run_study", "time_inference"]
@@ -161,15 +163,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="retrain runs already finished in OUT/runs"
     )
+    parser.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="judge the claims and write report.md again from OUT/results.json, no training "
+        "(other options are ignored)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    preset = PRESETS["quick" if args.quick else "full"]
-    if args.models:
-        preset = dataclasses.replace(preset, models=tuple(args.models), ablation=())
-    if args.ablation_seeds is not None:
-        preset = dataclasses.replace(preset, ablation_seeds=args.ablation_seeds)
-    result = run_study(preset, args.out, seeds=args.seeds, workers=args.workers, fresh=args.fresh)
+    if args.rejudge:
+        from coordgate.experiments._conv1d_report import rejudge
+
+        result = rejudge(args.out)
+    else:
+        result = run_study(
+            _preset(args), args.out, seeds=args.seeds, workers=args.workers, fresh=args.fresh
+        )
     for row in result["models"]:
         print(
             f"{row['name']:>22}  PSNR {row['psnr_median']:6.2f} dB "
@@ -178,6 +188,15 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"-> {args.out / 'report.md'}")
     return 0
+
+
+def _preset(args: argparse.Namespace) -> Preset:
+    preset = PRESETS["quick" if args.quick else "full"]
+    if args.models:
+        preset = dataclasses.replace(preset, models=tuple(args.models), ablation=())
+    if args.ablation_seeds is not None:
+        preset = dataclasses.replace(preset, ablation_seeds=args.ablation_seeds)
+    return preset
 
 
 # ---------------------------------------------------------------------------- training
@@ -390,7 +409,7 @@ def _plan(
             raise ValueError(f"{what} must be distinct, got {list(labels)}")
     for label in preset.models + ablation:
         model = _build(label, preset, 0)  # a bad label or option fails here
-        if label in ablation and not isinstance(getattr(model, "gate", None), torch.nn.Module):
+        if label in ablation and not isinstance(model, CoordGate1d):
             raise ValueError(f"the gate-size ablation takes CG(L,k,c,p) models, got {label!r}")
     jobs = [(label, seed) for label in preset.models for seed in range(seeds)]
     jobs += [
@@ -411,7 +430,8 @@ def run_study(
     fresh: bool = False,
     progress: bool = True,
 ) -> dict[str, object]:
-    """Train, measure, plot and report ``preset`` into ``out``; returns results.json's data."""
+    """Train, measure, plot and report ``preset`` into ``out``; returns results.json's data
+    (the claims judged by ``_conv1d_report.judge`` included)."""
     from coordgate.experiments._conv1d_report import write_outputs
     from coordgate.provenance import environment
 
@@ -458,5 +478,4 @@ def run_study(
             "models": ablation_rows,
         },
     }
-    write_outputs(out, result, data.matrix, matrices, median_runs)
-    return result
+    return write_outputs(out, result, data.matrix, matrices, median_runs)

@@ -11,6 +11,10 @@ convolutions, on the same 64x64 input. Which pixels carry position is decided ex
 they depend on the zero padding at all?), not by a threshold on the values.
 """
 
+# The study runs in three steps: run_study computes the cases, judge states the claims
+# (each with its rule) from the results alone, render_report writes report.md from them;
+# rejudge repeats the last two from a finished OUT/results.json.
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from coordgate import report
+from coordgate.atomic import atomic_write_text
 from coordgate.report import (
     Claim,
     Column,
@@ -36,7 +42,10 @@ __all__ = [
     "add_arguments",
     "MODES",
     "convolutions_to_centre",
+    "judge",
     "position_reach",
+    "rejudge",
+    "render_report",
     "run",
     "run_study",
     "uniform_convolutions",
@@ -282,12 +291,35 @@ def _cases() -> list[dict[str, object]]:
     return cases
 
 
-def _claims(cases: list[dict[str, object]]) -> list[Claim]:
+def _centre_counts() -> dict[str, int | None]:
+    """Fewest convolutions that carry position to every pixel of the U-Net input size:
+    plain convolutions and each U-Net depth (see :func:`convolutions_to_centre`)."""
+    return {"plain": convolutions_to_centre(UNET_SIZE)} | {
+        f"U-Net({depth})": convolutions_to_centre(UNET_SIZE, depth) for depth in UNET_DEPTHS
+    }
+
+
+SEEPS_RULE = (
+    "supported if after every number of convolutions of panel (a) the deepest pixel that "
+    "depends on the zero padding lies as many pixels from the border as convolutions were "
+    "applied (reach_px = convolutions, the edge pixel counting 1) and after the last one some "
+    "pixels still do not depend on it (position_fraction < 1); not supported otherwise"
+)
+UNET_RULE = (
+    "fewer steps: every U-Net with skips (panels b, c) makes every pixel depend on the zero "
+    "padding (position_fraction = 1) while the plain convolutions, as many, do not, and each "
+    "U-Net depth needs fewer convolutions than plain ones to reach every pixel; coarse: every "
+    "such U-Net's centre code comes in runs longer than 1 px (block_px > 1); supported if "
+    "both hold, partly supported if only fewer steps holds, not supported otherwise"
+)
+
+
+def _seeps_claim(cases: list[dict[str, object]]) -> Claim:
     steps = [c for c in cases if c["panel"] == "a"]
     last = steps[-1]
     seeps = all(c["reach_px"] == c["convolutions"] for c in steps) and last["position_fraction"] < 1
-    untouched = round((1 - last["position_fraction"]) * SMALL_SIZE**2)
-    first = Claim(
+    untouched = round((1 - last["position_fraction"]) * last["size"] ** 2)
+    return Claim(
         "The padding defect seeps inwards one pixel per convolution",
         "Convolving a uniform 12x12 input 5 times with a uniform 3x3 kernel ('same' padding), "
         "the position encoding propagates inward; the central region keeps a uniform value.",
@@ -297,13 +329,14 @@ def _claims(cases: list[dict[str, object]]) -> list[Claim]:
         f"uniform value. At one pixel per 3x3 convolution, reaching the centre of a 500x500 "
         f"image takes {500 // 2} convolutions.",
         "supported" if seeps else "not supported",
+        SEEPS_RULE,
     )
+
+
+def _unet_claim(cases: list[dict[str, object]], centre: dict[str, int | None]) -> Claim:
     unets = [c for c in cases if c["panel"] in "bc" and c.get("skips")]
     plain = next(c for c in cases if c["panel"] == "plain")
-    centre = {"plain": convolutions_to_centre(UNET_SIZE)} | {
-        f"U-Net({depth})": convolutions_to_centre(UNET_SIZE, depth) for depth in UNET_DEPTHS
-    }
-    unet_counts = [centre[f"U-Net({depth})"] for depth in UNET_DEPTHS]
+    unet_counts = [count for name, count in centre.items() if name != "plain"]
     fewer = (
         all(c["position_fraction"] == 1 for c in unets)
         and plain["position_fraction"] < 1
@@ -311,7 +344,7 @@ def _claims(cases: list[dict[str, object]]) -> list[Claim]:
     )
     # A code at a downsampled resolution repeats each value over a block of pixels.
     coarse = all(c["block_px"] > 1 for c in unets)
-    second = Claim(
+    return Claim(
         "U-Nets carry position to the centre in fewer steps, at a downsampled resolution",
         "Convolving at the downsampled levels of a U-Net encodes position in fewer steps, but "
         "at a downsampled resolution (Fig. 1 b, c).",
@@ -320,16 +353,26 @@ def _claims(cases: list[dict[str, object]]) -> list[Claim]:
             f"runs of {c['block_px']:g} px"
             for c in unets + [plain]
         )
-        + f" (all with {plain['convolutions']} convolutions on {UNET_SIZE}x{UNET_SIZE}). "
+        + f" (all with {plain['convolutions']} convolutions on {plain['size']}x{plain['size']}). "
         "Fewest convolutions that carry position to every pixel: "
         + ", ".join(f"{name} {count}" for name, count in centre.items())
         + ".",
         "supported" if fewer and coarse else ("partly supported" if fewer else "not supported"),
+        UNET_RULE,
     )
-    return [first, second]
 
 
-def _report(result: dict[str, object], claims: list[Claim]) -> str:
+def judge(result: dict[str, object]) -> list[Claim]:
+    """The claims of Fig. 1, judged from a study's results (its cases and the convolutions
+    each network needs to carry position to every pixel)."""
+    return [
+        _seeps_claim(result["cases"]),
+        _unet_claim(result["cases"], result["convolutions_to_centre"]),
+    ]
+
+
+def render_report(result: dict[str, object]) -> str:
+    """report.md from the results alone: setup, figure, the stored claims, numbers."""
     table = (
         Column("name", "case"),
         Column("size", "input", "d"),
@@ -353,7 +396,7 @@ def _report(result: dict[str, object], claims: list[Claim]) -> str:
             "",
             "## Claims",
             "",
-            claims_markdown(claims),
+            claims_markdown([Claim(**claim) for claim in result["claims"]]),
             "",
             "## Numbers",
             "",
@@ -364,7 +407,8 @@ def _report(result: dict[str, object], claims: list[Claim]) -> str:
 
 
 def run_study(out: str | Path) -> dict[str, object]:
-    """Compute every case, draw Fig. 1 and write results.json/csv and report.md in ``out``."""
+    """Compute every case, draw Fig. 1, judge the claims and write results.json/csv and
+    report.md in ``out``; returns results.json's data."""
     from coordgate.plots.padding import plot_padding
     from coordgate.provenance import environment
 
@@ -374,18 +418,23 @@ def run_study(out: str | Path) -> dict[str, object]:
     cases = _cases()
     plot_padding(cases, out / "fig1_padding.png")
     rows = [{k: v for k, v in case.items() if k != "image"} for case in cases]
-    claims = _claims(rows)
-    result = {
+    centre = _centre_counts()
+    measured = {
         "study": "padding",
         "environment": environment(),
         "wall_s": time.perf_counter() - started,
         "cases": rows,
-        "claims": [
-            {"title": c.title, "verdict": c.verdict, "evidence": c.evidence} for c in claims
-        ],
+        "convolutions_to_centre": centre,
         "figures": ["fig1_padding.png"],
     }
+    result = {**measured, "claims": [claim.to_dict() for claim in judge(measured)]}
     write_json(result, out / "results.json")
     write_csv(rows, out / "results.csv", CSV_KEYS)
-    (out / "report.md").write_text(_report(result, claims))
+    atomic_write_text(out / "report.md", render_report(result))
     return result
+
+
+def rejudge(out: str | Path) -> dict[str, object]:
+    """Judge the claims and write report.md again from ``out/results.json`` alone;
+    returns the new results."""
+    return report.rejudge(out, judge, render_report)
