@@ -20,8 +20,9 @@ locally-connected layer alone holds 65536 x 32 x 288 weights (2.4 GB).
 
 ``gate_fusion`` (issue 14): at 4x32x256² (4x32x128² with ``--quick``), eval, the gate
 cached, timed in turns on one thread and then on two: ``nn.Conv2d``; ``CoordGateConv``
-(the gate fused into the convolution, see :mod:`coordgate.layers.fused`); the unfused
-path it replaced (convolution, then the multiply in place); and the multiply alone. Then
+(the gate multiplying the convolution's output in place, see :mod:`coordgate.layers.fused`,
+which says why that beats oneDNN's binary post-op); the same two operations written out;
+and the multiply alone. Then
 both layers compiled with ``torch.compile`` (Inductor, C++ on the CPU, ``freezing``),
 with their compile times (not with ``--quick``). One-thread ratios are given on wall and
 thread-CPU clocks (the latter is what a busy machine inflates least).

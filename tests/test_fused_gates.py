@@ -46,14 +46,14 @@ def test_gated_conv_equals_the_separate_operations(dim, relu, gate_kind):
         "per-sample": torch.randn(2, 5, *spatial),
     }[gate_kind]
     with torch.no_grad():
-        fused = gated_conv(conv, x, gate, relu=relu, gate_nonnegative=gate_kind == "nonnegative")
+        fused = gated_conv(conv, x, gate, relu=relu)
         expected = unfused(conv, x, gate, relu)
     torch.testing.assert_close(fused, expected, atol=1e-6, rtol=1e-5)
 
 
 def test_gated_conv_records_gradients_when_asked():
     conv, x, gate = CONVS[2](), torch.randn(2, 3, 9, 8), torch.rand(1, 5, 9, 8)
-    y = gated_conv(conv, x, gate, relu=True, gate_nonnegative=True)
+    y = gated_conv(conv, x, gate, relu=True)
     y.sum().backward()
     assert conv.weight.grad is not None
 
@@ -148,7 +148,8 @@ def test_cg_unet_training_step_with_per_sample_origins_matches_separate_samples(
 
 @pytest.mark.parametrize("sign", ["nonnegative", "signed"])
 def test_cg_unet_inference_equals_the_training_path_within_1e_5(sign):
-    """Fused inference (gate and ReLU inside the convolution) against the unfused graph."""
+    """Inference (ReLU inside the convolution, the cached gate multiplied in place) against
+    the training graph, for gates of either sign."""
     torch.manual_seed(4)
     model = randomise(build_model("cg-unet3", base_channels=4), 0.1)
     if sign == "signed":
@@ -171,7 +172,7 @@ def test_tiles_on_the_pooling_grid_reuse_one_cached_sensor_gate():
     model.eval()
     with torch.inference_mode():
         first = model(x, origins, (64, 64))
-        ((gate, _),) = model.down_gates[0]._cache.values()
+        (gate,) = model.down_gates[0]._cache.values()
         assert gate.shape == (4, 64, 64) and all(len(g._cache) == 1 for g in model.up_gates)
         again = model(x.flip(0), origins.flip(0), (64, 64)).flip(0)
     torch.testing.assert_close(first, expected, atol=1e-5, rtol=0)

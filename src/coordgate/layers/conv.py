@@ -58,7 +58,6 @@ class CoordGateConv(nn.Module):
         # convolution's output shape (no memory).
         output = x.new_empty(1).expand(x.shape[0], self.gate.channels, *x.shape[2:])
         gate = self.gate.weights_for(output, origin, full_size)
-        # Without autograd the multiply runs inside the convolution (gated_conv): no
-        # separate pass over the features.
+        # Without autograd the gate multiplies the convolution's output in place.
         y = gated_conv(self.conv, x, gate)
         return y if self.project is None else self.project(y)

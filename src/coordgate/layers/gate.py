@@ -3,8 +3,8 @@
 Paper Eq. (3): ``y[i, a] = h(x)[i, a] * g(C[i])[a]``. The gate ``g`` depends on nothing but
 the coordinates, so once trained it is a constant map: in eval mode it is computed once
 per (size, origin, full_size, device, dtype) and cached, and inference costs one
-elementwise multiply (fused into the convolution before it by
-:func:`~coordgate.layers.fused.gated_conv`).
+elementwise multiply, in place on the convolution's output
+(:func:`~coordgate.layers.fused.gated_conv`).
 
 The MLP gate of a batch of frames runs once over the union of their pixels
 (:func:`~coordgate.frames.pixel_union`): a batch of random training crops, each with its
@@ -139,8 +139,8 @@ class CoordGate(nn.Module):
                 raise ValueError(f"grid must be >= 1, got {grid!r}")
             self.grid = grid
             self.map = nn.Parameter(torch.ones(channels, *([grid] * dim)))
-        # key -> (gate, whether every gate value is >= 0)
-        self._cache: OrderedDict[tuple, tuple[torch.Tensor, bool]] = OrderedDict()
+        # key -> gate
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     def extra_repr(self) -> str:
         detail = {
@@ -153,7 +153,7 @@ class CoordGate(nn.Module):
     @property
     def cache_bytes(self) -> int:
         """Memory held by the eval-mode gate cache (at most 256 MiB and 64 gates)."""
-        return sum(g.numel() * g.element_size() for g, _ in self._cache.values())
+        return sum(g.numel() * g.element_size() for g in self._cache.values())
 
     def train(self, mode: bool = True) -> CoordGate:
         # Entering training frees the eval gates; eval() on an eval model keeps them (a
@@ -268,14 +268,14 @@ class CoordGate(nn.Module):
         params = tuple((p.data_ptr(), p._version) for p in self.parameters())
         return (size, frame.origin, frame.full_size, str(device), dtype, params)
 
-    def _cached_gate(self, size, frame: Frame, device, dtype) -> tuple[torch.Tensor, bool]:
-        """The eval gate (C, *size) from the cache, and whether it is non-negative."""
+    def _cached_gate(self, size, frame: Frame, device, dtype) -> torch.Tensor:
+        """The eval gate (C, *size) from the cache."""
         key = self._cache_key(size, frame, device, dtype)
         entry = self._cache.get(key)
         if entry is None:
             with torch.inference_mode(False), torch.no_grad():
                 gate = self._gate_in_bands(size, frame, device, dtype)
-            entry = self._cache[key] = (gate, bool((gate >= 0).all()))
+            entry = self._cache[key] = gate
             while len(self._cache) > 1 and (
                 len(self._cache) > _CACHE_ENTRIES or self.cache_bytes > _CACHE_BYTES
             ):
@@ -316,29 +316,21 @@ class CoordGate(nn.Module):
     def weights_for(
         self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
     ) -> torch.Tensor:
-        """The gate for features ``x``, shaped to broadcast against them: (1 or N, C, *spatial)."""
-        return self.weights_and_sign(x, origin, full_size)[0]
+        """The gate for features ``x``, shaped to broadcast against them: (1 or N, C, *spatial).
 
-    def weights_and_sign(
-        self, x: torch.Tensor, origin: Where = None, full_size: FrameLike = None
-    ) -> tuple[torch.Tensor, bool]:
-        """:meth:`weights_for` and whether that gate is known to be non-negative (true only
-        of cached eval gates that are), which lets a ReLU before the gate commute with it.
-
-        Per-sample frames get one gate evaluation over the union of their pixels (in eval mode,
-        crops of one cached gate of the whole sensor where the frames allow).
+        Per-sample frames get one gate evaluation over the union of their pixels (in eval
+        mode, crops of one cached gate of the whole sensor where the frames allow).
         """
         check_features(x, self.channels, self.dim, "CoordGate")
         frames = batch_frames(x, origin, full_size)
         order, index = frames.evaluation_order()
-        weights, nonnegative = self.frame_weights(frames.size, order, like=x)
-        return (weights if index is None else weights[index]), nonnegative
+        weights = self.frame_weights(frames.size, order, like=x)
+        return weights if index is None else weights[index]
 
     def frame_weights(
         self, size: tuple[int, ...], frames: Sequence[Frame], *, like: torch.Tensor
-    ) -> tuple[torch.Tensor, bool]:
-        """The gates of K validated frames (K, C, *size) on ``like``'s device and dtype,
-        and whether they are known to be non-negative.
+    ) -> torch.Tensor:
+        """The gates of K validated frames (K, C, *size) on ``like``'s device and dtype.
 
         Training and export evaluate all frames at once, over the union of their pixels
         (:meth:`gates`). In eval mode, frames whose origins and common ``full_size`` are
@@ -347,10 +339,9 @@ class CoordGate(nn.Module):
         own cached gate.
         """
         if self._computes_in_graph():
-            return self._gates(size, frames, device=like.device, dtype=like.dtype), False
-        table = self._frame_table(frames, like)
-        if table is not None:
-            whole, nonnegative = table
+            return self._gates(size, frames, device=like.device, dtype=like.dtype)
+        whole = self._frame_table(frames, like)
+        if whole is not None:
             crops = [
                 whole[
                     (slice(None),)
@@ -358,15 +349,12 @@ class CoordGate(nn.Module):
                 ]
                 for f in frames
             ]
-            return torch.stack(crops) if len(crops) > 1 else crops[0][None], nonnegative
+            return torch.stack(crops) if len(crops) > 1 else crops[0][None]
         if len(frames) == 1:
-            gate, nonnegative = self._cached_gate(size, frames[0], like.device, like.dtype)
-            return gate[None], nonnegative
-        return self._gates(size, frames, device=like.device, dtype=like.dtype), False
+            return self._cached_gate(size, frames[0], like.device, like.dtype)[None]
+        return self._gates(size, frames, device=like.device, dtype=like.dtype)
 
-    def _frame_table(
-        self, frames: Sequence[Frame], like: torch.Tensor
-    ) -> tuple[torch.Tensor, bool] | None:
+    def _frame_table(self, frames: Sequence[Frame], like: torch.Tensor) -> torch.Tensor | None:
         """The cached gate of the whole common frame when every crop lies on its pixels."""
         full = frames[0].full_size
         whole = tuple(int(f) for f in full)

@@ -30,10 +30,10 @@ pixel sits on the sensor (see :mod:`coordgate.frames`). ``origin`` may be an (N,
 tensor of per-sample origins (random crops in one batch); each distinct frame's coordinate
 map is computed once, and the gates of all the frames in one batched pass.
 
-Inference: the second convolution of every level, its ReLU and the level's gate run as one
-fused convolution (:func:`~coordgate.layers.fused.gated_conv`), so a gate costs no pass
-over the features of its own; tiles on the pooling grid take their gates from one cached
-gate of the whole sensor per level.
+Inference: the second convolution of every level runs with its ReLU inside and the level's
+gate multiplying its output in place (:func:`~coordgate.layers.fused.gated_conv`), so a
+gate costs one multiply; tiles on the pooling grid take their gates from one cached gate
+of the whole sensor per level.
 """
 
 from __future__ import annotations
@@ -92,12 +92,13 @@ class _LevelBlock(nn.Module):
         if not isinstance(conv, nn.Conv2d):
             y = F.relu(conv(x, frames))
             return y if gate is None else gate(y, frames)
-        weights, nonnegative = None, False
+        weights = None
         if gate is not None:
             like = x.new_empty(1).expand(x.shape[0], conv.out_channels, *x.shape[2:])
-            weights, nonnegative = gate.weights_and_sign(like, frames)
-        # In inference the ReLU and the gate run inside the convolution (gated_conv).
-        return gated_conv(conv, x, weights, relu=True, gate_nonnegative=nonnegative)
+            weights = gate.weights_for(like, frames)
+        # In inference the ReLU runs inside the convolution and the gate multiplies its
+        # output in place (gated_conv).
+        return gated_conv(conv, x, weights, relu=True)
 
 
 def _block_kinds(coordinates: str, decoder: bool, level: int, depth: int) -> tuple[str, str]:
