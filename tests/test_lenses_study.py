@@ -84,3 +84,14 @@ def test_gain_claim_compares_each_lens_with_the_default():
     assert "tilted: gain +0.50 dB vs defocus +0.10 dB, difference +0.40" in claim.evidence
     assert "(supported)" in claim.evidence and "(within noise)" in claim.evidence
     assert claim.verdict == "partly supported"
+
+
+def test_advice_says_when_coordinates_as_input_do_as_well():
+    lens = _lens("c", (0.2, 0.05, "supported"), (0.1, 0.05, "supported"))
+    lens["comparisons"] += [
+        _comparison("coordconv-unet6", "unet6", 0.5, 0.1, "supported"),
+        _comparison("cg-unet3", "coordconv-unet6", -0.4, 0.3, "within noise"),
+    ]
+    text = advice(lens)
+    assert "change U-Net(6) by +0.50 ± 0.10 dB (supported)" in text
+    assert "it does as well as CG U-Net(3) within noise" in text

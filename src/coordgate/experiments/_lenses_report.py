@@ -81,17 +81,29 @@ def advice(lens: dict) -> str:
         if {"unet6", "cg-unet3"} <= set(models)
         else float("nan")
     )
-    coordconv = _comparison(lens, "coordconv-unet6", "unet6")
     text = (
         f"**{lens['name']}.** {_gain_sentence(_comparison(lens, 'cg-unet3', 'unet3'))}; "
         f"{_depth_sentence(_comparison(lens, 'cg-unet3', 'unet6'), ratio)}."
     )
-    if coordconv is not None:
-        text += (
-            f" Coordinates as input channels change U-Net(6) by {_delta(coordconv)} "
-            f"({coordconv['verdict']})."
-        )
-    return text + _real_sentence(lens)
+    return text + _coordconv_sentence(lens) + _real_sentence(lens)
+
+
+def _coordconv_sentence(lens: dict) -> str:
+    inputs = _comparison(lens, "coordconv-unet6", "unet6")
+    against = _comparison(lens, "cg-unet3", "coordconv-unet6")
+    if inputs is None or against is None:
+        return ""
+    verdict = against["verdict"]
+    outcome = {
+        "supported": f"CG U-Net(3) beats it by {_delta(against)}",
+        "within noise": f"it does as well as CG U-Net(3) within noise ({_delta(against)})",
+        "not supported": f"it beats CG U-Net(3) by {-against['delta']:.2f} ± "
+        f"{against['uncertainty']:.2f} dB",
+    }[verdict]
+    return (
+        f" Coordinates as input channels change U-Net(6) by {_delta(inputs)} "
+        f"({inputs['verdict']}); {outcome}."
+    )
 
 
 def _scores_table(results: dict) -> list[str]:
