@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coordgate.frames import resolve_frame
+from coordgate.frames import Frame, resolve_frame
 from coordgate.models.interface import DeblurringModel, check_deblurring_model
 
 __all__ = [
@@ -209,56 +209,90 @@ def predict(
         progress: called as ``progress(done, total)`` with the number of windows run
             after each batch of them; an exception raised by it stops the prediction
             (this is how a caller cancels).
+
+    >>> import torch
+    >>> from coordgate.models import build_model
+    >>> model = build_model("cg-unet3", base_channels=4)
+    >>> image = torch.rand(100, 120)  # any size: padded to the model's multiple, then cropped
+    >>> predict(model, image).shape
+    torch.Size([100, 120])
+    >>> tiled = predict(model, image, tile=96)  # overlap: the receptive field (64 px)
+    >>> bool((tiled - predict(model, image)).abs().max() < 1e-5)  # tiles match the whole
+    True
     """
     model = check_deblurring_model(model, "predict")
     parameter = next(model.parameters())
     x, ndim = _as_batch(image, model.in_channels)
-    multiple, aware = model.required_multiple, model.uses_coordinates
     h, w = x.shape[2:]
-    frame_origin, frame_full = resolve_frame((h, w), origin, full_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if overlap is None:
-        overlap = default_overlap(model)
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
+    frame = resolve_frame((h, w), origin, full_size)
+    overlap = _check_batching(model, batch_size, overlap)
     itemsize = parameter.element_size()
-    if tile == "auto":
-        largest = default_tile(model, memory_budget, itemsize)
-        sizes = tuple(balanced_tile(n, largest, overlap, multiple) for n in (h, w))
-        if _estimated_bytes(model, h * w, 1, itemsize) <= memory_budget:
-            sizes = (None, None)
-    else:
-        sizes = (None, None) if tile is None else _tile_sizes(tile, multiple)
-    if any(s is not None and overlap >= s for s in sizes):
-        raise ValueError(f"overlap ({overlap}) must be smaller than the tile {sizes}")
-
-    pads = [_padding(*a, multiple, aware) for a in zip((h, w), frame_origin, frame_full)]
-    x = x.to(device=parameter.device, dtype=parameter.dtype)
-    if any(sum(p) for p in pads):
-        # reflect needs more pixels than it pads; a 1-pixel axis can only be replicated
-        mode = "reflect" if min(h, w) > max(max(p) for p in pads) else "replicate"
-        x = F.pad(x, (*pads[1], *pads[0]), mode=mode)
-    origin_padded = [o - p[0] for o, p in zip(frame_origin, pads)]
-
-    half_field = model.receptive_field // 2
+    sizes = _tile_sizes_for(model, tile, (h, w), overlap, memory_budget, itemsize)
+    x, pads = _pad_for_model(model, x.to(device=parameter.device, dtype=parameter.dtype), frame)
+    origin_padded = [o - p[0] for o, p in zip(frame.origin, pads)]
     rows, cols = (
-        plan_windows(length, size, overlap, multiple, half_field)
+        plan_windows(length, size, overlap, model.required_multiple, model.receptive_field // 2)
         for length, size in zip(x.shape[2:], sizes)
     )
-    window_pixels = rows.size * cols.size
     per_batch = batch_size
-    while per_batch > 1 and _estimated_bytes(model, window_pixels, per_batch, itemsize) > (
+    while per_batch > 1 and _estimated_bytes(model, rows.size * cols.size, per_batch, itemsize) > (
         memory_budget
     ):
         per_batch //= 2
-    out = _run_windows(model, x, rows, cols, origin_padded, frame_full, per_batch, progress)
+    out = _run_windows(model, x, rows, cols, origin_padded, frame.full_size, per_batch, progress)
     out = out[:, :, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + w]
     if ndim < 4:
         out = out[0, 0] if ndim == 2 and out.shape[1] == 1 else out[0]
     if isinstance(image, np.ndarray):
         return out.float().cpu().numpy()
     return out.to(image.device)
+
+
+def _check_batching(model: DeblurringModel, batch_size: int, overlap: int | None) -> int:
+    """Validate ``batch_size`` and ``overlap``; returns the overlap (default: the model's)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if overlap is None:
+        overlap = default_overlap(model)
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
+    return overlap
+
+
+def _tile_sizes_for(
+    model: DeblurringModel,
+    tile: int | Sequence[int] | str | None,
+    shape: tuple[int, int],
+    overlap: int,
+    memory_budget: int,
+    itemsize: int,
+) -> tuple[int | None, int | None]:
+    """The (height, width) of the tiles ``predict`` runs (None: the whole axis at once)."""
+    if tile == "auto":
+        if _estimated_bytes(model, shape[0] * shape[1], 1, itemsize) <= memory_budget:
+            return (None, None)
+        largest = default_tile(model, memory_budget, itemsize)
+        sizes = tuple(balanced_tile(n, largest, overlap, model.required_multiple) for n in shape)
+    else:
+        sizes = (None, None) if tile is None else _tile_sizes(tile, model.required_multiple)
+    if any(s is not None and overlap >= s for s in sizes):
+        raise ValueError(f"overlap ({overlap}) must be smaller than the tile {sizes}")
+    return sizes
+
+
+def _pad_for_model(
+    model: DeblurringModel, x: torch.Tensor, frame: Frame
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """``x`` (N, C, H, W) padded to the model's size multiple, and the (before, after)
+    padding of each axis."""
+    h, w = x.shape[2:]
+    multiple, aware = model.required_multiple, model.uses_coordinates
+    pads = [_padding(*a, multiple, aware) for a in zip((h, w), frame.origin, frame.full_size)]
+    if any(sum(p) for p in pads):
+        # reflect needs more pixels than it pads; a 1-pixel axis can only be replicated
+        mode = "reflect" if min(h, w) > max(max(p) for p in pads) else "replicate"
+        x = F.pad(x, (*pads[1], *pads[0]), mode=mode)
+    return x, pads
 
 
 def _run_windows(

@@ -24,6 +24,13 @@ class CoordGateConv(nn.Module):
     The basis channels hold globally applied kernels; the gate weighs them per pixel, so
     the module realises a spatially-varying convolution (with a complete basis, exactly a
     locally-connected layer with a shared bias; paper appendix).
+
+    >>> import torch
+    >>> layer = CoordGateConv(1, 16, 5, basis_channels=8)
+    >>> layer(torch.rand(2, 1, 40, 40)).shape
+    torch.Size([2, 16, 40, 40])
+    >>> layer.gate.extra_repr()  # 8 basis kernels weighed per pixel, then a 1x1 to 16
+    "8, dim=2, mode='mlp', hidden=32, layers=2"
     """
 
     def __init__(

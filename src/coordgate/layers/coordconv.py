@@ -60,6 +60,13 @@ class CoordConv(nn.Module):
 
     x: (N, in_channels, *spatial) -> (N, out_channels, *spatial') where spatial' depends
     on ``padding`` as for ``nn.ConvNd`` (default ``"same"``).
+
+    >>> import torch
+    >>> layer = CoordConv(3, 8, 3)  # sees 3 + 2 channels: the features and (y, x)
+    >>> layer.conv.in_channels
+    5
+    >>> layer(torch.rand(1, 3, 20, 30), origin=(0, 10), full_size=(20, 60)).shape
+    torch.Size([1, 8, 20, 30])
     """
 
     def __init__(

@@ -100,6 +100,14 @@ class CoordGate(nn.Module):
 
     The gate starts at the identity (all ones): the encoder's last layer is zero-initialised
     with a bias of one, and the maps start at one.
+
+    >>> import torch
+    >>> gate = CoordGate(8)
+    >>> x = torch.rand(2, 8, 32, 48)
+    >>> bool(torch.equal(gate(x), x))  # the identity until trained
+    True
+    >>> gate(x[..., :16, :16], origin=(16, 32), full_size=(32, 48)).shape  # a crop
+    torch.Size([2, 8, 16, 16])
     """
 
     def __init__(

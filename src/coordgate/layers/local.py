@@ -45,6 +45,13 @@ class LocallyConnected(nn.Module):
     Weight: (P, out_channels, in_channels * K) for P = prod(size) positions and
     K = prod(kernel_size) taps. The product runs as one batched matmul over positions on
     the unfolded patches, so no (N, out, in, P, K) intermediate is formed.
+
+    >>> import torch
+    >>> layer = LocallyConnected(1, 4, 3, size=(12, 10))
+    >>> tuple(layer.weight.shape)  # one 3x3 kernel per output pixel and channel
+    (120, 4, 9)
+    >>> layer(torch.rand(2, 1, 12, 10)).shape
+    torch.Size([2, 4, 12, 10])
     """
 
     def __init__(

@@ -42,6 +42,11 @@ class PixelAdaptiveConv(nn.Module):
 
     Unlike CoordGate, PAC changes the convolution itself, so it runs as unfold + matmul
     rather than on the fast convolution kernels.
+
+    >>> import torch
+    >>> layer = PixelAdaptiveConv(2, 6, 3, guide_channels=4)
+    >>> layer(torch.rand(1, 2, 16, 24)).shape
+    torch.Size([1, 6, 16, 24])
     """
 
     def __init__(
