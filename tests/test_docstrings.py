@@ -14,6 +14,7 @@ MODULES = {
     "coordgate.layers.coordconv": 3,
     "coordgate.layers.local": 3,
     "coordgate.layers.pac": 2,
+    "coordgate.training.fit": 1,
 }
 
 

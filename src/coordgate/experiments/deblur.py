@@ -321,21 +321,7 @@ def _test_frames(cache, limit: int | None = None) -> tuple[torch.Tensor, torch.T
 
 
 def _train_config(preset: Preset, seed: int, device: str, progress: bool) -> TrainConfig:
-    return TrainConfig(
-        epochs=preset.epochs,
-        batch_size=preset.batch_size,
-        lr=preset.lr,
-        lr_patience=preset.lr_patience,
-        early_stopping_patience=preset.early_stopping_patience,
-        time_budget_s=preset.time_budget_s,
-        warmup_epochs=preset.warmup_epochs,
-        min_improvement=preset.min_improvement,
-        schedule=preset.schedule,
-        anneal_epochs=preset.anneal_epochs,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
+    return TrainConfig.from_settings(asdict(preset), seed=seed, device=device, progress=progress)
 
 
 def run_dir(out: Path, name: str, seed: int) -> Path:

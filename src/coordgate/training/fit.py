@@ -20,8 +20,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,6 +132,17 @@ class TrainConfig:
 
     # neither changes what is learned, so a finished run is reused whatever they are
     _RUNTIME_FIELDS = ("num_workers", "progress")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **overrides: Any) -> TrainConfig:
+        """A config from the entries of ``settings`` that name its fields (e.g. a study
+        preset as a dict; the others are ignored), then ``overrides``.
+
+        >>> TrainConfig.from_settings({"epochs": 5, "models": ["unet3"]}, seed=2).epochs
+        5
+        """
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in settings.items() if k in names}, **overrides})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
