@@ -91,6 +91,8 @@ def _one_field(
         "size": size,
         "beads_simulated": beads,
         "beads": report["beads"],
+        "model": report["model"],
+        "model_fit": report["settings"]["pupil"],
         "rank": report["rank"],
         "smoothing": report["smoothing"],
         "calibrate_s": report["seconds"],
@@ -109,7 +111,7 @@ def run(quick: bool = False) -> dict:
             print(
                 f"{name}, background {background:g}: median {rows[-1]['median']:.3f}, "
                 f"worst {rows[-1]['worst']:.3f}, "
-                f"aligned median {rows[-1]['aligned_median']:.3f}, rank {rows[-1]['rank']}, "
+                f"aligned median {rows[-1]['aligned_median']:.3f}, {rows[-1]['model']} model, "
                 f"{rows[-1]['calibrate_s']:.1f} s",
                 flush=True,
             )
@@ -121,7 +123,8 @@ def run(quick: bool = False) -> dict:
         "field": name,
         "frames": 3,
         "beads": result.counts(),
-        "rank": result.model.rank,
+        "model": result.model_kind,
+        "rank": result.low_rank.rank,
         "calibrate_s": time.perf_counter() - start,
         **_errors(result.field, truth),
     }
@@ -165,7 +168,7 @@ def end_to_end(seconds: float, frames: int, folder: Path) -> dict:
         "crop": 64,
         "pairs": frames,
         "train_seconds_each": seconds,
-        "calibration": {**calibration.counts(), "rank": calibration.model.rank},
+        "calibration": {**calibration.counts(), "model": calibration.model_kind},
         "calibration_errors": _errors(calibration.field, truth),
         "psnr_input": input_psnr,
         "psnr_true_field": results["true"]["psnr"],

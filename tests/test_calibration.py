@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from coordgate.cli import main
-from coordgate.optics import LensField, MeasuredField, PSFField, gaussian_psf
+from coordgate.optics import GaussianField, LensField, MeasuredField, PSFField, gaussian_psf
 from coordgate.optics.calibration import (
     REJECTION_REASONS,
     calibrate,
@@ -88,6 +88,50 @@ def test_calibration_recovers_a_known_field(lens_beads, lens_calibration):
     found = np.array([[b.row, b.col] for b in used])
     nearest = np.linalg.norm(found[:, None] - image.positions[None], axis=-1).min(1)
     assert np.median(nearest) < 0.05 and nearest.max() < 0.2
+
+
+def test_a_lens_is_calibrated_with_the_pupil_field_and_the_report_says_so(lens_calibration):
+    assert lens_calibration.model_kind == "pupil"
+    summary = lens_calibration.summary()
+    assert summary["model"] == "pupil"
+    fit = summary["settings"]["pupil"]
+    assert fit["better"] and fit["fit_residual_median"] < 0.1
+    assert summary["residual"]["median"] < 0.1
+
+
+def test_a_gaussian_field_keeps_the_low_rank_model():
+    truth = GaussianField(K, sigma_centre=1.0, sigma_edge=1.6)
+    positions = _grid_positions(6, SIZE, 12, 4.0, seed=3)
+    image = simulate_beads(truth, SIZE, positions=positions, photons=20000, seed=3)
+    result = calibrate(image.image, K)
+    assert result.model_kind == "low_rank" and not result.settings["pupil"]["better"]
+    assert field_errors(result.field, truth, extent=0.8)["median"] < 0.1
+
+
+def test_pupil_field_extrapolates_a_coma_lens_into_the_corners():
+    from coordgate.optics.calibration.pupil import chief_ray_offsets
+    from coordgate.optics.calibration.pupil_field import fit_pupil_field
+
+    truth = _lens(astigmatism=0.08, coma=0.1)
+    positions = np.random.default_rng(4).uniform(-0.75, 0.75, (24, 2))
+    psfs = truth.psfs_at(*torch.from_numpy(positions).T).numpy()
+    _, coefficients, _ = chief_ray_offsets(psfs[:8])
+    pupil, shifts = fit_pupil_field(psfs, positions, positions[:8], coefficients)
+    np.testing.assert_allclose(shifts, 0, atol=0.02)
+    assert np.median(pupil.residuals) < 0.01
+    # Beyond the outermost PSFs, as far as the frame's corners.
+    corners = np.array([[-0.95, -0.95], [-0.95, 0.95], [0.95, 0.95], [0.95, -0.95]])
+    want = truth.psfs_at(*torch.from_numpy(corners).T).numpy()
+    got = pupil.psfs_at(*corners.T)
+    error = np.linalg.norm((got - want).reshape(4, -1), axis=1) / np.linalg.norm(
+        want.reshape(4, -1), axis=1
+    )
+    assert error.max() < 0.01, error
+
+
+def test_aligned_errors_of_a_field_against_itself_vanish():
+    truth = LensField(K, max_defocus=0.5, astigmatism=0.1, coma=0.1)
+    assert field_errors(truth, truth, align=True)["worst"] < 1e-6
 
 
 def test_fitted_field_is_physical_and_held_beyond_the_beads(lens_calibration):
@@ -322,3 +366,7 @@ def test_calibrate_refuses_an_unknown_centre_or_pupil_scale():
         calibrate(image, 9, centre="peak")
     with pytest.raises(ValueError, match="pupil_scale"):
         calibrate(image, 9, pupil_scale=1.5)
+    with pytest.raises(ValueError, match="field_model must be one of"):
+        calibrate(image, 9, field_model="zernike")
+    with pytest.raises(ValueError, match="centres every PSF on its chief ray"):
+        calibrate(image, 9, field_model="pupil", centre="centroid")

@@ -87,6 +87,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
             max_extrapolation=args.max_extrapolation,
             centre=args.centre,
             pupil_scale=args.pupil_scale,
+            field_model=args.model,
         )
         inputs = {"images": [str(p) for p in args.images]}
     seconds = time.perf_counter() - start
@@ -94,7 +95,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     counts = result.counts()
     what = "measured PSFs" if result.source == "grid" else "beads"
     print(
-        f"{counts['used']} of {counts['found']} {what} used, rank {result.model.rank}, "
+        f"{counts['used']} of {counts['found']} {what} used, {result.model_kind} model, "
         f"{result.field.psfs.shape[0]}x{result.field.psfs.shape[1]} grid of "
         f"{result.field.psf_size}x{result.field.psf_size} PSFs -> {out} ({seconds:.1f} s)"
     )
@@ -148,6 +149,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=1.0,
         help="pupil sampling of the chief-ray fit: 4 NA pixel / wavelength (1 = Nyquist)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("auto", "pupil", "low_rank"),
+        default="auto",
+        help="field model: Zernike polynomials of a diffraction pupil, the data-driven "
+        "low-rank field, or auto (the pupil unless it fits the beads worse; default)",
     )
     parser.add_argument("--channel", type=int, default=None, help="channel of colour images")
     parser.add_argument("--psfs", type=Path, default=None, help="measured PSF stack (TIFF)")

@@ -12,7 +12,9 @@ The steps are documented where they live: bead detection, measurement and reject
 :mod:`~coordgate.optics.calibration.beads`; registration and the rejection of doublets
 and shape outliers in :mod:`~coordgate.optics.calibration.fit`; the smooth low-rank field
 and its extrapolation beyond the outermost beads in
-:mod:`~coordgate.optics.calibration.model`; PSF-grid import in
+:mod:`~coordgate.optics.calibration.model`; the physical alternative, a diffraction
+pupil whose Zernike aberrations are polynomials of the field position, in
+:mod:`~coordgate.optics.calibration.pupil_field`; PSF-grid import in
 :mod:`~coordgate.optics.calibration.grid`; simulated beads of a known field and errors
 against it in :mod:`~coordgate.optics.calibration.simulate`.
 

@@ -68,7 +68,7 @@ def minimum_beads(rank: int | None) -> int:
     return max(MIN_BEADS, 2 * (rank or 1))
 
 
-class _Hull:
+class Hull:
     """The convex hull of 2-D points, with clamping of far points toward it."""
 
     def __init__(self, points: np.ndarray) -> None:
@@ -123,7 +123,7 @@ class SmoothField:
 
     def __post_init__(self) -> None:
         self._spline = _spline(self.positions, self.coefficients, self.smoothing)
-        self._hull = _Hull(self.positions)
+        self._hull = Hull(self.positions)
 
     @property
     def rank(self) -> int:

@@ -80,19 +80,24 @@ class PupilFit:
         return psfs / psfs.sum(dim=(-2, -1), keepdim=True)
 
 
+def lbfgs(parameters: list[torch.Tensor], iterations: int) -> torch.optim.LBFGS:
+    """The L-BFGS optimiser of the pupil fits: strong-Wolfe line search, tight tolerances."""
+    return torch.optim.LBFGS(
+        parameters,
+        max_iter=iterations,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+    )
+
+
 def _fit(model: PupilFit, target: torch.Tensor, defocus: float) -> tuple[torch.Tensor, ...]:
     n = len(target)
     coefficients = torch.zeros(n, len(ABERRATIONS), dtype=torch.float64)
     coefficients[:, list(ABERRATIONS).index("defocus")] = defocus
     coefficients.requires_grad_(True)
     shift = torch.zeros(n, 2, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS(
-        [coefficients, shift],
-        max_iter=_ITERATIONS,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-12,
-        tolerance_change=1e-15,
-    )
+    optimiser = lbfgs([coefficients, shift], _ITERATIONS)
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()

@@ -148,7 +148,8 @@ def field_errors(
     k = truth.psf_size
     if align:
         wide = _wide(truth, 2 * k + 1).psfs_at(yy, xx).numpy()
-        crop = slice(k // 2, k // 2 + k)
+        # The 2 K + 1 window's centre pixel is K: the K x K crop around it starts at K - K // 2.
+        crop = slice(k - k // 2, k - k // 2 + k)
         offset = centroids(wide[:, crop, crop]) - centroids(got)
         true = fourier_shift(wide, -offset)[:, crop, crop]
         true = np.clip(true, 0, None)

@@ -1,0 +1,184 @@
+"""A physical field model: the lens's Zernike aberrations as polynomials of the field position.
+
+A lens's Seidel aberrations are polynomials in the field coordinates: field curvature
+and astigmatism grow as ``h**2``, coma as ``h``, spherical aberration is constant, a
+tilted focal plane adds defocus linear in the position. :func:`fit_pupil_field` models
+each Zernike coefficient of :data:`~coordgate.optics.psf.ABERRATIONS` (RMS waves) as a
+polynomial of total degree ``degree`` (default 2) in the normalised sensor position
+``(y, x)``, and the PSF at a position as the diffraction PSF of that wavefront
+(:class:`~coordgate.optics.calibration.pupil.PupilFit`): ``6 * (degree + 1) * (degree
++ 2) / 2`` numbers (36 at degree 2) describe the whole field, so noisy beads average out
+and the field extrapolates the way optics does, beyond the outermost beads into the
+frame's corners.
+
+The fit is one least-squares problem over all beads: the polynomial coefficients and
+one sub-pixel shift per bead (the bead's unknown position), by L-BFGS through the pupil
+FFT. It starts from single-PSF pupil fits at anchor points
+(:func:`~coordgate.optics.calibration.pupil.chief_ray_offsets` on a denoised field),
+whose even terms (defocus, astigmatism, spherical) are only known up to the twin sign of
+phase retrieval (``W(rho) -> -W(-rho)`` gives the same PSF); the start picks, anchor by
+anchor, the sign that a polynomial fits best. The fitted PSFs have zero wavefront tilt:
+each is centred on its chief ray.
+
+Assumptions, which the fit residual tests: scalar diffraction through a uniformly
+illuminated circular pupil of known sampling (``pupil_scale``, 1 = Nyquist); the
+aberrations are these six Zernike terms; each varies over the sensor as a polynomial of
+``degree``. Where they fail (a Gaussian-like PSF, higher-order or vectorial effects),
+:func:`~coordgate.optics.calibration.fit.calibrate` keeps the data-driven low-rank
+field (:mod:`~coordgate.optics.calibration.model`).
+
+Extrapolation: the polynomials are followed for at most ``max_extrapolation``
+(normalised units) beyond the convex hull of the beads, as the low-rank field's trend
+is; farther points take the PSF at that distance toward the nearest hull point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from coordgate.optics.calibration.model import DEFAULT_MAX_EXTRAPOLATION, Hull
+from coordgate.optics.calibration.pupil import PupilFit, check_pupil_scale, lbfgs
+from coordgate.optics.psf import ABERRATIONS
+
+__all__ = ["DEFAULT_DEGREE", "PupilField", "fit_pupil_field", "monomials"]
+
+#: Total degree of the polynomials in (y, x): quadratic, as the Seidel aberrations are.
+DEFAULT_DEGREE = 2
+# Terms that change sign under the twin ambiguity W(rho) -> -W(-rho).
+_EVEN = np.array([ABERRATIONS[name][0] % 2 == 0 for name in ABERRATIONS])
+_ITERATIONS = 200
+_SIGN_ROUNDS = 10
+
+
+def monomials(positions: np.ndarray, degree: int) -> np.ndarray:
+    """Monomials ``y**i x**j``, ``i + j <= degree``, of positions (N, 2) -> (N, M)."""
+    y, x = np.asarray(positions, dtype=np.float64).reshape(-1, 2).T
+    terms = [y ** (total - j) * x**j for total in range(degree + 1) for j in range(total + 1)]
+    return np.stack(terms, axis=1)
+
+
+@dataclass
+class PupilField:
+    """A fitted pupil field (see the module docstring); evaluate with :meth:`psfs_at`.
+
+    polynomials: (M, len(ABERRATIONS)) coefficients of :func:`monomials` per Zernike
+    term; positions (N, 2): the beads it was fitted to (for the hull); residuals (N,):
+    each bead's relative L2 fit residual.
+    """
+
+    psf_size: int
+    polynomials: np.ndarray
+    positions: np.ndarray
+    residuals: np.ndarray
+    degree: int = DEFAULT_DEGREE
+    pupil_scale: float = 1.0
+    max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION
+
+    def __post_init__(self) -> None:
+        self._pupil = PupilFit(self.psf_size, self.pupil_scale)
+        self._hull = Hull(self.positions)
+
+    def extrapolation(self, y: Any, x: Any) -> np.ndarray:
+        """Distance (normalised units) of each position outside the beads' hull (0 inside)."""
+        points = np.stack([np.ravel(y), np.ravel(x)], axis=1).astype(np.float64)
+        return self._hull.clamp(points, self.max_extrapolation)[1]
+
+    def aberrations_at(self, y: Any, x: Any) -> np.ndarray:
+        """Zernike coefficients (M, len(ABERRATIONS)) RMS waves at positions y, x (M,)."""
+        points = np.stack([np.ravel(y), np.ravel(x)], axis=1).astype(np.float64)
+        points, _ = self._hull.clamp(points, self.max_extrapolation)
+        return monomials(points, self.degree) @ self.polynomials
+
+    def psfs_at(self, y: Any, x: Any) -> np.ndarray:
+        """PSFs at normalised positions y, x (M,) -> (M, K, K), non-negative, unit sum."""
+        coefficients = torch.from_numpy(self.aberrations_at(y, x))
+        with torch.no_grad():
+            psfs = self._pupil.psfs(coefficients, torch.zeros(len(coefficients), 2).double())
+        return psfs.numpy()
+
+
+def _signed_start(anchors: np.ndarray, coefficients: np.ndarray, degree: int) -> np.ndarray:
+    """Polynomials through anchor coefficients, each anchor's twin sign chosen to fit best.
+
+    From every anchor as the reference: signs by agreement with the reference's even
+    terms, then alternate a least-squares fit with per-anchor sign flips until stable.
+    Returns the polynomials (M, len(ABERRATIONS)) with the smallest misfit.
+    """
+    design = monomials(anchors, degree)
+    best, best_misfit = None, np.inf
+    for reference in coefficients[:, _EVEN]:
+        signs = np.where(coefficients[:, _EVEN] @ reference >= 0, 1.0, -1.0)
+        for _ in range(_SIGN_ROUNDS):
+            signed = coefficients.copy()
+            signed[:, _EVEN] *= signs[:, None]
+            polynomials = np.linalg.lstsq(design, signed, rcond=None)[0]
+            predicted = design @ polynomials
+            twin = signed.copy()
+            twin[:, _EVEN] *= -1
+            flip = ((twin - predicted) ** 2).sum(1) < ((signed - predicted) ** 2).sum(1)
+            if not flip.any():
+                break
+            signs = np.where(flip, -signs, signs)
+        misfit = ((signed - predicted) ** 2).sum()
+        if misfit < best_misfit:
+            best, best_misfit = polynomials, misfit
+    return best
+
+
+def fit_pupil_field(
+    psfs: np.ndarray,
+    positions: np.ndarray,
+    anchors: np.ndarray,
+    anchor_coefficients: np.ndarray,
+    *,
+    degree: int = DEFAULT_DEGREE,
+    pupil_scale: float = 1.0,
+    max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION,
+) -> tuple[PupilField, np.ndarray]:
+    """Fit the pupil field to PSFs (N, K, K) at normalised positions (N, 2) (y, x).
+
+    anchors (A, 2), anchor_coefficients (A, len(ABERRATIONS)): single-PSF pupil fits
+    the polynomials start from (even terms up to the twin sign). Returns the field and
+    each PSF's fitted shift (N, 2) px: PSF ``i``'s chief ray is at its centre plus it.
+    """
+    check_pupil_scale(pupil_scale)
+    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+        raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
+    target = torch.as_tensor(np.asarray(psfs), dtype=torch.float64)
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    design = torch.from_numpy(monomials(positions, degree))
+    if len(positions) < design.shape[1]:
+        raise ValueError(
+            f"a degree-{degree} pupil field needs at least {design.shape[1]} PSFs, "
+            f"got {len(positions)}"
+        )
+    start = _signed_start(np.asarray(anchors), np.asarray(anchor_coefficients), degree)
+    polynomials = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    shifts = torch.zeros(len(target), 2, dtype=torch.float64, requires_grad=True)
+    pupil = PupilFit(target.shape[-1], pupil_scale)
+    optimiser = lbfgs([polynomials, shifts], _ITERATIONS)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = ((pupil.psfs(design @ polynomials, shifts) - target) ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        difference = pupil.psfs(design @ polynomials, shifts) - target
+        residuals = difference.flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)
+    field = PupilField(
+        psf_size=target.shape[-1],
+        polynomials=polynomials.detach().numpy(),
+        positions=positions,
+        residuals=residuals.numpy(),
+        degree=degree,
+        pupil_scale=float(pupil_scale),
+        max_extrapolation=float(max_extrapolation),
+    )
+    return field, shifts.detach().numpy()
