@@ -112,13 +112,13 @@ def case(size: int, method: str, output: Path) -> dict:
     }
 
 
-def _deepinv_operators(op, paddings) -> tuple[dict, str | None]:
+def _deepinv_operators(op, paddings) -> tuple[dict, str]:
     """deepinv's FFT product-convolution on ``op``'s kernels and multipliers, per padding,
-    or ({}, why not)."""
+    and which deepinv was measured, or ({}, why not)."""
     try:
         import deepinv
-    except ImportError:
-        return {}, "deepinv is not installed (optional: pip install deepinv to compare)"
+    except ImportError as error:
+        return {}, f"deepinv is not importable ({error}); optional: pip install deepinv to compare"
     filters, multipliers = op.kernels[None, None], op.weights[None, None]
     built = {}
     try:
@@ -131,7 +131,9 @@ def _deepinv_operators(op, paddings) -> tuple[dict, str | None]:
             )
     except Exception as error:  # an API change must not stop the benchmark
         return {}, f"deepinv {deepinv.__version__} could not be set up: {error!r}"
-    return built, None
+    torchvision = sys.modules.get("torchvision")  # deepinv imports it; provenance
+    version = getattr(torchvision, "__version__", "absent")
+    return built, f"measured: deepinv {deepinv.__version__}, torchvision {version}"
 
 
 def operators(quick: bool) -> dict:
@@ -156,7 +158,7 @@ def operators(quick: bool) -> dict:
         for padding, op in ops.items():
             cases[f"{padding}/A"] = lambda op=op: op.A(x)
             cases[f"{padding}/A_T"] = lambda op=op: op.A_T(x)
-        theirs, absent = _deepinv_operators(ops["zero"], PADDINGS)
+        theirs, deepinv_status = _deepinv_operators(ops["zero"], PADDINGS)
         for padding, physics in theirs.items():
             cases[f"deepinv {padding}/A"] = lambda physics=physics: physics.A(x)
         with torch.no_grad():
@@ -178,7 +180,7 @@ def operators(quick: bool) -> dict:
                 clock: {k: round(v, 4) for k, v in per.items()} for clock, per in seconds.items()
             },
             "ratios": found,
-            "deepinv": absent or "measured",
+            "deepinv": deepinv_status,
             "targets": {
                 "adjoint / forward <= 1.2 (every padding, thread CPU time)": worst <= 1.2,
                 "circular forward no slower than zero": found["circular forward / zero forward"][

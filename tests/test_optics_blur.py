@@ -9,6 +9,7 @@ from coordgate.optics import (
     PSFField,
     ShiftInvariantBlur,
     SpatiallyVaryingBlur,
+    fourier,
     gaussian_psf,
 )
 
@@ -281,3 +282,10 @@ def test_paired_adjoint_for_odd_and_even_ranks(lens, rank):
     )
     x, y = torch.randn(2, 3, 1, *SIZE, dtype=torch.float64)
     torch.testing.assert_close((op.A(x) * y).sum(), (x * op.A_T(y)).sum(), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 8, 8), (2, 1, 7, 9), (1, 3, 6, 5)])
+def test_the_adjoints_spectrum_is_the_complex_fft_from_a_real_one(shape):
+    """The Hermitian completion of the real FFT equals torch.fft.fft2 (odd and even sizes)."""
+    z = torch.rand(*shape, dtype=torch.float64)
+    torch.testing.assert_close(fourier._spectrum(z), torch.fft.fft2(z), atol=1e-12, rtol=0)

@@ -11,6 +11,8 @@ The adjoint needs K inverse transforms, which cost about twice a forward real tr
 here. It pairs them instead: both correlations of a pair of kernels are real, so one
 complex inverse FFT of ``Y (conj(H_2j) + i conj(H_2j+1))`` returns the first as its real
 and the second as its imaginary part, and K/2 complex transforms replace K real ones.
+The spectrum ``Y`` of the real image is its real FFT completed by Hermitian symmetry,
+half the cost of a complex FFT.
 """
 
 from __future__ import annotations
@@ -72,6 +74,19 @@ def adjoint_spectra(kernels: torch.Tensor, fft_shape: tuple[int, int]) -> torch.
     return spectra[0::2] + 1j * spectra[1::2]
 
 
+def _spectrum(z: torch.Tensor) -> torch.Tensor:
+    """``torch.fft.fft2`` of a real z (..., L1, L2) from its real FFT and Hermitian symmetry:
+    ``Z[-u, -v] = conj(Z[u, v])`` fills the columns the real FFT leaves out."""
+    half = torch.fft.rfft2(z)
+    w = z.shape[-1]
+    full = half.new_empty(*z.shape)
+    full[..., : w // 2 + 1] = half
+    # column v > L2 / 2 mirrors column L2 - v, and row u mirrors row -u (mod L1)
+    mirrored = half[..., 1 : w - w // 2].flip(-1).flip(-2).roll(1, dims=-2)
+    full[..., w // 2 + 1 :] = mirrored.conj()
+    return full
+
+
 def product_convolution(
     x: torch.Tensor,
     spectra: torch.Tensor,
@@ -117,7 +132,7 @@ def product_convolution_adjoint(
     if weights is None:
         spectrum = torch.fft.rfft2(z) * spectra[0].conj()
         return torch.fft.irfft2(spectrum, s=fft_shape)[crop]
-    spectrum, out = torch.fft.fft2(z), None
+    spectrum, out = _spectrum(z), None
     for j in range(spectra.shape[0]):
         # real part: the correlation with kernel 2j; imaginary part: with kernel 2j + 1
         pair = torch.view_as_real(torch.fft.ifft2(spectrum * spectra[j])[crop])
