@@ -310,10 +310,10 @@ def pixel_union(
     (6, [[[0, 1], [2, 3]], [[2, 3], [4, 5]]])
     """
     dtype = dtype or torch.get_default_dtype()
-    axes = stacked_axes(size, frames, device=device, dtype=torch.float64)
     if len(frames) == 1:
-        grid = torch.meshgrid(*[a[0] for a in axes], indexing="ij")
-        return PixelUnion(torch.stack(grid).reshape(len(size), -1).to(dtype), None)
+        grid = frames[0].grid(size, device=device, dtype=torch.float64)
+        return PixelUnion(grid.reshape(len(size), -1).to(dtype), None)
+    axes = stacked_axes(size, frames, device=device, dtype=torch.float64)
     # Number the distinct values along each axis, then each pixel by its values' numbers.
     values, key = [], None
     for a, coords in enumerate(axes):
