@@ -397,6 +397,133 @@ def _extract(
     return beads, np.concatenate(windows), np.concatenate(centres).astype(np.float64), kept
 
 
+def _check_options(
+    centre: str,
+    field_model: str,
+    pupil_scale: float,
+    snr: float,
+    max_flux_ratio: float,
+    outlier_sigma: float,
+) -> None:
+    if centre not in CENTRES:
+        raise ValueError(f"centre must be one of {CENTRES}, got {centre!r}")
+    if field_model not in FIELD_MODELS:
+        raise ValueError(f"field_model must be one of {FIELD_MODELS}, got {field_model!r}")
+    if field_model == "pupil" and centre != "chief_ray":
+        raise ValueError(
+            "the pupil field centres every PSF on its chief ray: use centre='chief_ray', "
+            "or field_model='low_rank' for centroid-centred PSFs"
+        )
+    check_pupil_scale(pupil_scale)
+    if not (snr > 0 and max_flux_ratio > 1 and outlier_sigma > 0):
+        raise ValueError(
+            f"need snr > 0, max_flux_ratio > 1 and outlier_sigma > 0, got {snr}, "
+            f"{max_flux_ratio}, {outlier_sigma}"
+        )
+
+
+def _mark_doublets(beads: list[Bead], kept: list[int], max_flux_ratio: float) -> np.ndarray:
+    """Reject as doublets the kept beads much brighter than the median; returns which
+    kept beads are still usable (bool, one per kept bead)."""
+    fluxes = np.array([beads[i].flux for i in kept])
+    if len(kept) >= 3:
+        for i, flux in zip(kept, fluxes):
+            if flux > max_flux_ratio * np.median(fluxes):
+                beads[i].reason = "doublet"
+    return np.array([beads[i].reason is None for i in kept], dtype=bool)
+
+
+@dataclass
+class _BeadFit:
+    """The kept beads' windows (N, W, W), integer centres (N, 2) and sub-pixel ``shifts``
+    (N, 2) on a sensor of ``size``; ``active``: those the field is fitted to; ``psfs`` /
+    ``positions``: the K×K PSFs cut at the shifts and their normalised sensor positions."""
+
+    windows: np.ndarray
+    centres: np.ndarray
+    size: tuple[int, ...]
+    psf_size: int
+    shifts: np.ndarray
+    active: np.ndarray
+    psfs: np.ndarray | None = None
+    positions: np.ndarray | None = None
+
+    def cut(self) -> None:
+        """Cut the PSFs at the current shifts."""
+        self.psfs = _cut(self.windows, self.shifts, self.psf_size)
+        self.positions = sensor_positions(*(self.centres + self.shifts).T, self.size)
+
+
+def _fit_and_register(
+    state: _BeadFit, beads: list[Bead], kept: list[int], fit, rank: int | None, sigma: float
+) -> SmoothField:
+    """Alternate fitting the smooth field and registering each bead on it, rejecting shape
+    outliers from the second round on; returns the last fit."""
+    needed = minimum_beads(rank)
+
+    def fit_active() -> SmoothField:
+        if state.active.sum() < needed:
+            raise _too_few(beads, needed, state.psf_size, rank)
+        state.cut()
+        return fit(state.psfs[state.active], state.positions[state.active])
+
+    for round_ in range(_ROUNDS):
+        model = fit_active()
+        fitted = model.psfs_at(state.positions[:, 0], state.positions[:, 1])
+        if round_ > 0:
+            active = state.active
+            outliers = np.zeros_like(active)
+            outliers[active] = _outliers(_residuals(state.psfs[active], fitted[active]), sigma)
+            for j in np.flatnonzero(outliers):
+                beads[kept[j]].reason = "shape_outlier"
+            state.active = active & ~outliers
+        state.shifts = _register(state.windows, state.shifts, fitted) + centroids(fitted)
+    return fit_active()
+
+
+def _centre_on_chief_ray(
+    state: _BeadFit,
+    model: SmoothField,
+    fit,
+    *,
+    field_model: str,
+    degree: int,
+    pupil_scale: float,
+    max_extrapolation: float,
+) -> tuple[SmoothField | PupilField, SmoothField, dict[str, Any], dict[str, Any] | None]:
+    """Move every PSF's centre to its chief ray and choose the field model: returns
+    (model, the low-rank field, the chief-ray record, the pupil fit's summary or None)."""
+    low_rank, active = model, state.active
+    chief_ray, offsets_at, (anchors, coefficients) = _chief_ray(model, pupil_scale)
+    few = active.sum() < _PUPIL_BEADS_PER_TERM * monomials(np.zeros((1, 2)), degree).shape[1]
+    summary = None
+    if field_model == "pupil" or (field_model == "auto" and not few):
+        fitted = model.psfs_at(state.positions[:, 0], state.positions[:, 1])
+        pupil, pupil_shifts = fit_pupil_field(
+            state.psfs[active],
+            state.positions[active],
+            anchors,
+            coefficients,
+            degree=degree,
+            pupil_scale=pupil_scale,
+            max_extrapolation=max_extrapolation,
+        )
+        summary = _pupil_summary(pupil, _residuals(state.psfs[active], fitted[active]))
+        if field_model == "pupil" or summary["better"]:
+            # Each used bead moves to its chief ray; the rejected ones keep their shift.
+            state.shifts[active] += pupil_shifts
+            state.cut()
+            return pupil, low_rank, chief_ray, summary
+    if chief_ray["used"]:
+        # One more fit of the beads re-centred on the chief ray, rank and smoothing kept.
+        state.shifts = state.shifts + offsets_at(state.positions)
+        state.cut()
+        model = fit(
+            state.psfs[active], state.positions[active], rank=model.rank, smoothing=model.smoothing
+        )
+    return model, model, chief_ray, summary
+
+
 def calibrate(
     frames: Any,
     psf_size: int,
@@ -433,82 +560,31 @@ def calibrate(
     field results.
     """
     frames = _check_frames(frames, psf_size)
-    if centre not in CENTRES:
-        raise ValueError(f"centre must be one of {CENTRES}, got {centre!r}")
-    if field_model not in FIELD_MODELS:
-        raise ValueError(f"field_model must be one of {FIELD_MODELS}, got {field_model!r}")
-    if field_model == "pupil" and centre != "chief_ray":
-        raise ValueError(
-            "the pupil field centres every PSF on its chief ray: use centre='chief_ray', "
-            "or field_model='low_rank' for centroid-centred PSFs"
-        )
-    check_pupil_scale(pupil_scale)
-    if not (snr > 0 and max_flux_ratio > 1 and outlier_sigma > 0):
-        raise ValueError(
-            f"need snr > 0, max_flux_ratio > 1 and outlier_sigma > 0, got {snr}, "
-            f"{max_flux_ratio}, {outlier_sigma}"
-        )
-    size = frames.shape[1:]
+    _check_options(centre, field_model, pupil_scale, snr, max_flux_ratio, outlier_sigma)
     beads, windows, centres, kept = _extract(frames, psf_size, snr, min_separation, saturation)
-    fluxes = np.array([beads[i].flux for i in kept])
-    if len(kept) >= 3:
-        for i, flux in zip(kept, fluxes):
-            if flux > max_flux_ratio * np.median(fluxes):
-                beads[i].reason = "doublet"
-    active = np.array([beads[i].reason is None for i in kept], dtype=bool)
-    needed = minimum_beads(rank)
+    shifts = np.array([[beads[i].row, beads[i].col] for i in kept]).reshape(-1, 2) - centres
+    state = _BeadFit(windows, centres, frames.shape[1:], psf_size, shifts,
+                     _mark_doublets(beads, kept, max_flux_ratio))  # fmt: skip
     fit = partial(
         fit_smooth_field, rank=rank, smoothing=smoothing, max_extrapolation=max_extrapolation
     )
-    shifts = np.array([[beads[i].row, beads[i].col] for i in kept]).reshape(-1, 2) - centres
-    for round_ in range(_ROUNDS + 1):
-        if active.sum() < needed:
-            raise _too_few(beads, needed, psf_size, rank)
-        psfs = _cut(windows, shifts, psf_size)
-        positions = sensor_positions(*(centres + shifts).T, size)
-        model = fit(psfs[active], positions[active])
-        fitted = model.psfs_at(positions[:, 0], positions[:, 1])
-        if round_ == _ROUNDS:
-            break
-        if round_ > 0:
-            outliers = np.zeros_like(active)
-            outliers[active] = _outliers(_residuals(psfs[active], fitted[active]), outlier_sigma)
-            for j in np.flatnonzero(outliers):
-                beads[kept[j]].reason = "shape_outlier"
-            active &= ~outliers
-        shifts = _register(windows, shifts, fitted) + centroids(fitted)
-    low_rank, chief_ray, pupil = model, None, None
+    model = _fit_and_register(state, beads, kept, fit, rank, outlier_sigma)
+    low_rank, chief_ray, pupil_summary = model, None, None
     if centre == "chief_ray":
-        chief_ray, offsets_at, (anchors, coefficients) = _chief_ray(model, pupil_scale)
-        few = active.sum() < _PUPIL_BEADS_PER_TERM * monomials(np.zeros((1, 2)), degree).shape[1]
-        if field_model == "pupil" or (field_model == "auto" and not few):
-            pupil, pupil_shifts = fit_pupil_field(
-                psfs[active],
-                positions[active],
-                anchors,
-                coefficients,
-                degree=degree,
-                pupil_scale=pupil_scale,
-                max_extrapolation=max_extrapolation,
-            )
-            pupil_summary = _pupil_summary(pupil, _residuals(psfs[active], fitted[active]))
-            if field_model == "pupil" or pupil_summary["better"]:
-                # Each used bead moves to its chief ray; the rejected ones keep their shift.
-                shifts[active] += pupil_shifts
-                model = pupil
-        if model is low_rank and chief_ray["used"]:
-            # One more fit of the beads re-centred on the chief ray, rank and smoothing kept.
-            shifts = shifts + offsets_at(positions)
-        if model is pupil or chief_ray["used"]:
-            psfs = _cut(windows, shifts, psf_size)
-            positions = sensor_positions(*(centres + shifts).T, size)
-        if model is low_rank and chief_ray["used"]:
-            model = fit(psfs[active], positions[active], rank=model.rank, smoothing=model.smoothing)
-            low_rank = model
-        fitted = model.psfs_at(positions[:, 0], positions[:, 1])
+        model, low_rank, chief_ray, pupil_summary = _centre_on_chief_ray(
+            state,
+            model,
+            fit,
+            field_model=field_model,
+            degree=degree,
+            pupil_scale=pupil_scale,
+            max_extrapolation=max_extrapolation,
+        )
+    psfs, positions, active = state.psfs, state.positions, state.active
+    fitted = model.psfs_at(positions[:, 0], positions[:, 1])
     residuals = _residuals(psfs, fitted)
     for j, i in enumerate(kept):
-        beads[i].row, beads[i].col = (centres[j] + shifts[j]).tolist()
+        beads[i].row, beads[i].col = (centres[j] + state.shifts[j]).tolist()
         beads[i].residual = float(residuals[j])
     settings = {
         "snr": snr,
@@ -523,7 +599,7 @@ def calibrate(
         "chief_ray": chief_ray,
         "model": field_model,
         "degree": degree,
-        "pupil": pupil_summary if pupil is not None else None,
+        "pupil": pupil_summary,
     }
     return Calibration(
         field=sample_field(model, grid_size),
@@ -532,6 +608,6 @@ def calibrate(
         beads=beads,
         psfs=psfs[active],
         positions=positions[active],
-        sensor_size=tuple(int(s) for s in size),
+        sensor_size=tuple(int(s) for s in state.size),
         settings=settings,
     )
