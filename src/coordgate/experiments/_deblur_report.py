@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from coordgate.atomic import atomic_write_text
 from coordgate.experiments._deblur_claims import deblur_claims
 from coordgate.plots.deblur import (
     error_map_figure,
@@ -76,7 +77,7 @@ def write_outputs(results: dict, out: Path, *, predictions: dict, frames) -> Non
         }
         profiles = results["error_profiles"]
         error_map_figure(maps, profiles, profiles["radius"], out / "error_vs_position.png")
-    (out / "report.md").write_text(report_markdown(results))
+    atomic_write_text(out / "report.md", report_markdown(results))
 
 
 def skipped_lines(skipped: list[dict]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from coordgate.atomic import atomic_write_text
 from coordgate.optics import PSFField
 from coordgate.plots.lenses import lens_gain_figure
 from coordgate.report import Claim, claims_markdown, environment_section, write_json
@@ -24,7 +25,7 @@ def write_outputs(results: dict, out: Path) -> None:
         lens["name"]: PSFField.from_config(lens["psf_field"]).grid(3) for lens in results["lenses"]
     }
     lens_gain_figure(psfs, results["lenses"], out / "lenses.png")
-    (out / "report.md").write_text(report_markdown(results))
+    atomic_write_text(out / "report.md", report_markdown(results))
 
 
 def _comparison(lens: dict, a: str, b: str) -> dict | None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from coordgate.atomic import replace_atomically
 from coordgate.experiments._varying_conv1d import Conv1dData, effective_matrix, make_dataset
 from coordgate.models import count_parameters
 from coordgate.models.cnn1d import CoordGate1d, build_from_label, parse_label
@@ -301,7 +302,7 @@ def _train_all(
     bar = _progress(len(todo), progress)
 
     def keep(job: tuple[str, int], record: dict[str, object]) -> None:
-        torch.save(record, _run_path(runs, *job))
+        replace_atomically(_run_path(runs, *job), lambda tmp: torch.save(record, tmp))
         records[job] = record
         bar.set_postfix_str(f"{job[0]} seed {job[1]}: {record['psnr']:.2f} dB")
         bar.update()

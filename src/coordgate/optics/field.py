@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from coordgate.atomic import replace_atomically
 from coordgate.optics.interpolation import bracket, check_grid_positions
 from coordgate.optics.psf import (
     ABERRATIONS,
@@ -144,14 +145,13 @@ class PSFField:
         if path.suffix != ".npz":
             raise ValueError(f"a PSF field is saved as a .npz file, got {path.name!r}")
         y, x = self.grid_positions(grid_size)
-        np.savez(
-            path,
-            psfs=self.grid(grid_size).numpy(),
-            y=y.numpy(),
-            x=x.numpy(),
-            config=np.array(json.dumps(self.config())),
-        )
-        return path
+        arrays = {
+            "psfs": self.grid(grid_size).numpy(),
+            "y": y.numpy(),
+            "x": x.numpy(),
+            "config": np.array(json.dumps(self.config())),
+        }
+        return replace_atomically(path, lambda tmp: np.savez(tmp, **arrays))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "kind")
