@@ -74,7 +74,7 @@ def test_report_answers_each_claim(study):
     out, results = study
     report = (out / "report.md").read_text()
     claims = deblur_claims(results)
-    assert len(claims) == 10
+    assert len(claims) == 11
     verdicts = {c.title: c.verdict for c in claims}
     assert verdicts["CoordConv-UNet performs like U-Net(6)"] == "inconclusive"
     assert verdicts["CG U-Net(3) beats U-Net(6) with ~60× fewer parameters"] == "inconclusive"
@@ -124,3 +124,14 @@ def test_model_too_large_for_the_machine_is_reported_not_trained(tmp_path, monke
     (skipped,) = results["skipped"]
     assert skipped["name"] == "lcn-unet3" and skipped["params"] > 20_000
     assert "lcn-unet3" in (tmp_path / "report.md").read_text()
+
+
+def test_real_images_are_also_scored_away_from_the_sensor_edge(study):
+    _, results = study
+    baseline = results["blurred_input"]
+    assert baseline["edge_band_px"] == TINY.frame // 8
+    for row in results["models"]:
+        inner, whole = row["real_inner_psnr_frames"], row["real_psnr_frames"]
+        assert len(inner) == len(whole) and len(inner[0]) == len(results["real_images"])
+        # a different set of pixels gives different scores
+        assert inner != whole

@@ -51,12 +51,15 @@ def _comparison(a, b, delta, u, verdict, seeds=(0.1,)):
 
 
 def _lens(name, gain, depth, seeds=(0.1,)):
-    models = {n: {"params": p, "real_psnr": 25.0, "psnr": 25.0, "psnr_seeds": [25.0]}
+    models = {n: {"params": p, "real_psnr": 25.0, "real_inner_psnr": 27.5, "psnr": 25.0,
+                  "psnr_seeds": [25.0]}
               for n, p in (("unet3", 100), ("cg-unet3", 110), ("unet6", 6600))}  # fmt: skip
     return {
         "name": name,
         "models": models,
         "blurred_input_real": 26.0,
+        "blurred_input_real_inner": 27.0,
+        "edge_band_px": 32,
         "comparisons": [
             _comparison("cg-unet3", "unet3", gain[0], gain[1], gain[2], seeds),
             _comparison("cg-unet3", "unet6", depth[0], depth[1], depth[2]),
@@ -70,8 +73,10 @@ def test_advice_follows_the_verdicts():
     assert "1/60 of its parameters" in text
     text = advice(_lens("b", (0.05, 0.1, "within noise"), (-0.6, 0.1, "not supported")))
     assert "nothing measurable" in text and "a deep plain U-Net is the better choice" in text
-    # worse than the blurred input on real images: the user is warned
-    assert "makes them worse" in text
+    # worse than the blurred input on whole real frames: the user is warned, and told how
+    # it does away from the sensor's edge
+    assert "makes whole real frames worse" in text
+    assert "more than 32 px from the sensor's edge 27.50 dB" in text
 
 
 def test_gain_claim_compares_each_lens_with_the_default():

@@ -142,6 +142,7 @@ class SeedOutcome:
     psnr_frames: list[float]
     centre_psnr_frames: list[float]
     real_psnr_frames: list[float]
+    real_inner_psnr_frames: list[float]
     ssim_frames: list[float]
     val_psnr: list[float]
 
@@ -160,6 +161,7 @@ class ModelOutcome:
     ssim_std: float
     real_psnr: float
     real_psnr_std: float
+    real_inner_psnr: float
     real_ssim: float
     train_s: float
     infer_ms: float
@@ -170,6 +172,7 @@ class ModelOutcome:
     psnr_frames: list[list[float]]
     centre_psnr_frames: list[list[float]]
     real_psnr_frames: list[list[float]]
+    real_inner_psnr_frames: list[list[float]]
     runs: list[dict]
 
 
@@ -379,6 +382,21 @@ class _Frames:
         coords = coordinate_grid(self.test_sharp.shape[-2:], dtype=torch.float64)
         return coords.square().sum(0).sqrt() < 0.5
 
+    @property
+    def edge_band(self) -> int:
+        """Pixels of the band along the sensor's edge that :attr:`inner` leaves out: an
+        eighth of the frame (32 px of 256)."""
+        return max(1, min(self.test_sharp.shape[-2:]) // 8)
+
+    @property
+    def inner(self) -> torch.Tensor:
+        """(H, W) mask of the pixels more than :attr:`edge_band` px from the frame's edge."""
+        h, w = self.test_sharp.shape[-2:]
+        band = self.edge_band
+        mask = torch.zeros(h, w, dtype=torch.bool)
+        mask[band : h - band, band : w - band] = True
+        return mask
+
 
 def _per_frame_psnr(prediction: torch.Tensor, sharp: torch.Tensor, mask=None) -> list[float]:
     error = (prediction.double() - sharp.double()).square()
@@ -401,6 +419,7 @@ def _score_seed(model, result, seed: int, frames: _Frames) -> tuple[SeedOutcome,
         psnr_frames=psnr_frames,
         centre_psnr_frames=_per_frame_psnr(prediction, frames.test_sharp, frames.centre),
         real_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp),
+        real_inner_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp, frames.inner),
         ssim_frames=ssim(prediction, frames.test_sharp, reduce_dims=(1, 2, 3)).tolist(),
         val_psnr=result.series("val_psnr"),
     )
@@ -435,6 +454,7 @@ def _outcome(
         ssim_std=_mean_std(first.ssim_frames)[1],
         real_psnr=real_mean,
         real_psnr_std=real_std,
+        real_inner_psnr=_mean_std([v for s in seeds for v in s.real_inner_psnr_frames])[0],
         real_ssim=float(real_ssim),
         train_s=sum(s.train_s for s in seeds) / len(seeds),
         infer_ms=_inference_ms(model, frames.test_blurred[:8]),
@@ -445,6 +465,7 @@ def _outcome(
         psnr_frames=[s.psnr_frames for s in seeds],
         centre_psnr_frames=[s.centre_psnr_frames for s in seeds],
         real_psnr_frames=[s.real_psnr_frames for s in seeds],
+        real_inner_psnr_frames=[s.real_inner_psnr_frames for s in seeds],
         runs=[
             {k: v for k, v in asdict(s).items() if not k.endswith("_frames") and k != "val_psnr"}
             for s in seeds
@@ -567,6 +588,10 @@ def _input_baseline(frames: _Frames) -> dict:
         "ssim": ssim_mean,
         "ssim_std": ssim_std,
         "real_psnr": _mean_std(real_psnr)[0],
+        "real_inner_psnr": _mean_std(
+            _per_frame_psnr(frames.real_blurred, frames.real_sharp, frames.inner)
+        )[0],
+        "edge_band_px": frames.edge_band,
         "centre_psnr": _mean_std(
             _per_frame_psnr(frames.test_blurred, frames.test_sharp, frames.centre)
         )[0],

@@ -207,7 +207,15 @@ def lens_summary(lens: Lens, results: dict) -> dict:
     models = {
         row["name"]: {
             key: row[key]
-            for key in ("params", "psnr", "psnr_seeds", "real_psnr", "ssim", "train_s")
+            for key in (
+                "params",
+                "psnr",
+                "psnr_seeds",
+                "real_psnr",
+                "real_inner_psnr",
+                "ssim",
+                "train_s",
+            )
         }
         for row in results["models"]
     }
@@ -221,6 +229,8 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         "psf_field": results["psf_field"],
         "blurred_input": baseline["psnr"],
         "blurred_input_real": baseline["real_psnr"],
+        "blurred_input_real_inner": baseline["real_inner_psnr"],
+        "edge_band_px": baseline["edge_band_px"],
         "models": models,
         "comparisons": comparisons,
         "error_profiles": results["error_profiles"],
