@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from coordgate.report import Claim
 
-__all__ = ["COMPARISON_RULE", "Comparison", "compare", "deblur_claims"]
+__all__ = [
+    "COMPARISON_RULE",
+    "EQUIVALENCE_DB",
+    "Comparison",
+    "combine_verdicts",
+    "compare",
+    "deblur_claims",
+]
 
 COMPARISON_RULE = (
     "paired per-frame difference Δ of the test PSNR (each frame averaged over a model's "
@@ -24,8 +31,8 @@ COMPARISON_RULE = (
     "'A beats B' is supported if Δ > 2u and all seed pairs agree in sign, not supported if "
     "Δ < −2u likewise, within noise otherwise"
 )
-# "performs like / matches": |Δ| no larger than this or than 2u
-_EQUIVALENCE_DB = 0.25
+#: "performs like / matches": |Δ| no larger than this (dB) or than 2u
+EQUIVALENCE_DB = 0.25
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class Comparison:
 
     @property
     def equivalent(self) -> bool:
-        return abs(self.delta) <= max(_EQUIVALENCE_DB, 2 * self.uncertainty)
+        return abs(self.delta) <= max(EQUIVALENCE_DB, 2 * self.uncertainty)
 
     def text(self) -> str:
         seeds = (
@@ -95,7 +102,7 @@ def _row(results: dict, name: str) -> dict:
     return next(r for r in results["models"] if r["name"] == name)
 
 
-def _combine(verdicts: Sequence[str]) -> str:
+def combine_verdicts(verdicts: Sequence[str]) -> str:
     """One verdict for a claim made of several comparisons."""
     if all(v == "supported" for v in verdicts):
         return "supported"
@@ -149,7 +156,7 @@ def _each_depth(results: dict) -> tuple[str, str]:
     ]
     comparisons = [compare(results, a, b) for a, b in pairs]
     text = "; ".join(f"{c.text()} ({c.verdict})" for c in comparisons)
-    return _combine([c.verdict for c in comparisons]), text
+    return combine_verdicts([c.verdict for c in comparisons]), text
 
 
 def _depth(results: dict) -> tuple[str, str]:
@@ -160,7 +167,7 @@ def _depth(results: dict) -> tuple[str, str]:
     # "only marginally better": the last step not significantly larger than zero or
     # smaller than the step before it
     marginal = last.verdict != "supported" or last.delta < steps[-2].delta
-    verdict = _combine(verdicts + ["supported" if marginal else "not supported"])
+    verdict = combine_verdicts(verdicts + ["supported" if marginal else "not supported"])
     return verdict, "; ".join(s.text() for s in steps)
 
 
@@ -168,14 +175,14 @@ def _coordconv_like_unet6(results: dict) -> tuple[str, str]:
     comparison = compare(results, "coordconv-unet6", "unet6")
     verdict = "supported" if comparison.equivalent else "not supported"
     return verdict, (
-        f"{comparison.text()} ('nearly identical' taken as |Δ| ≤ max({_EQUIVALENCE_DB} dB, 2u))"
+        f"{comparison.text()} ('nearly identical' taken as |Δ| ≤ max({EQUIVALENCE_DB} dB, 2u))"
     )
 
 
 def _multiwiener_between(results: dict) -> tuple[str, str]:
     above = compare(results, "multiwiener-unet6", "unet6")
     below = compare(results, "cg-unet3", "multiwiener-unet6")
-    return _combine([above.verdict, below.verdict]), f"{above.text()}; {below.text()}"
+    return combine_verdicts([above.verdict, below.verdict]), f"{above.text()}; {below.text()}"
 
 
 def _adaptive_baselines(results: dict) -> tuple[str, str]:
@@ -191,7 +198,7 @@ def _adaptive_baselines(results: dict) -> tuple[str, str]:
             f"{other['train_s']:.0f} s training, {other['infer_ms']:.2f} ms/frame "
             f"(cg-unet3: {cg['params']:,}, {cg['train_s']:.0f} s, {cg['infer_ms']:.2f} ms)"
         )
-    return _combine(verdicts), "; ".join(parts)
+    return combine_verdicts(verdicts), "; ".join(parts)
 
 
 def _ssim_follows_psnr(results: dict) -> tuple[str, str]:
@@ -249,7 +256,7 @@ _RULES = (
         "CoordConv-UNet performed nearly identically to U-Net(6)",
         ("coordconv-unet6", "unet6"),
         _coordconv_like_unet6,
-        f"supported if |Δ| ≤ max({_EQUIVALENCE_DB} dB, 2u), with Δ and u as in: " + COMPARISON_RULE,
+        f"supported if |Δ| ≤ max({EQUIVALENCE_DB} dB, 2u), with Δ and u as in: " + COMPARISON_RULE,
     ),
     _Rule(
         "MultiWienerNet beats U-Net(6) but loses to CG U-Net(3)",

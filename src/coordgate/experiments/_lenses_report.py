@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordgate.atomic import atomic_write_text
+from coordgate.experiments._lenses_claims import comparison
 from coordgate.optics import PSFField
 from coordgate.plots.lenses import lens_gain_figure
 from coordgate.report import Claim, claims_markdown, environment_section, write_json
@@ -26,10 +27,6 @@ def write_outputs(results: dict, out: Path) -> None:
     }
     lens_gain_figure(psfs, results["lenses"], out / "lenses.png")
     atomic_write_text(out / "report.md", report_markdown(results))
-
-
-def _comparison(lens: dict, a: str, b: str) -> dict | None:
-    return next((c for c in lens["comparisons"] if (c["a"], c["b"]) == (a, b)), None)
 
 
 def _delta(row: dict) -> str:
@@ -96,15 +93,15 @@ def advice(lens: dict) -> str:
         else float("nan")
     )
     text = (
-        f"**{lens['name']}.** {_gain_sentence(_comparison(lens, 'cg-unet3', 'unet3'))}; "
-        f"{_depth_sentence(_comparison(lens, 'cg-unet3', 'unet6'), ratio)}."
+        f"**{lens['name']}.** {_gain_sentence(comparison(lens, 'cg-unet3', 'unet3'))}; "
+        f"{_depth_sentence(comparison(lens, 'cg-unet3', 'unet6'), ratio)}."
     )
     return text + _coordconv_sentence(lens) + _real_sentence(lens)
 
 
 def _coordconv_sentence(lens: dict) -> str:
-    inputs = _comparison(lens, "coordconv-unet6", "unet6")
-    against = _comparison(lens, "cg-unet3", "coordconv-unet6")
+    inputs = comparison(lens, "coordconv-unet6", "unet6")
+    against = comparison(lens, "cg-unet3", "coordconv-unet6")
     if inputs is None or against is None:
         return ""
     verdict = against["verdict"]
@@ -142,7 +139,7 @@ def _comparisons_table(results: dict) -> list[str]:
     for lens in results["lenses"]:
         cells = []
         for a, b in pairs:
-            row = _comparison(lens, a, b)
+            row = comparison(lens, a, b)
             cells.append("—" if row is None else f"{_delta(row)} ({row['verdict']})")
         lines.append(f"| {lens['name']} | " + " | ".join(cells) + " |")
     return lines

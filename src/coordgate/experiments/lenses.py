@@ -12,7 +12,7 @@ trains U-Net(3), CG U-Net(3), U-Net(6) and CoordConv-UNet(6) with the same sched
 seeds and judges the differences with the deblurring study's rule.
 
 Three steps: run (each lens is one :func:`coordgate.experiments.deblur.run_study` in
-``OUT/LENS``, resumable run by run), claims (:func:`lens_claims`) and report
+``OUT/LENS``, resumable run by run), claims (:mod:`._lenses_claims`) and report
 (:mod:`._lenses_report`, from the results alone).
 """
 
@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from coordgate.experiments import deblur
-from coordgate.experiments._deblur_claims import COMPARISON_RULE, Comparison, compare
+from coordgate.experiments._deblur_claims import compare
+from coordgate.experiments._lenses_claims import comparison_row, lens_claims
 from coordgate.experiments._lenses_report import write_outputs
 from coordgate.optics import DEFAULT_MAX_DEFOCUS
 from coordgate.provenance import environment
-from coordgate.report import Claim
 
 __all__ = [
     "COMPARISONS",
@@ -188,18 +188,6 @@ def run_study(
     return results
 
 
-def _comparison_row(comparison: Comparison) -> dict:
-    return {
-        "a": comparison.a,
-        "b": comparison.b,
-        "delta": comparison.delta,
-        "uncertainty": comparison.uncertainty,
-        "seed_deltas": list(comparison.seed_deltas),
-        "verdict": comparison.verdict,
-        "text": comparison.text(),
-    }
-
-
 def lens_summary(lens: Lens, results: dict) -> dict:
     """One lens's entry of the combined results: its field, each model's scores and the
     :data:`COMPARISONS` with their verdicts."""
@@ -219,9 +207,7 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         }
         for row in results["models"]
     }
-    comparisons = [
-        _comparison_row(compare(results, a, b)) for a, b in COMPARISONS if {a, b} <= have
-    ]
+    comparisons = [comparison_row(compare(results, a, b)) for a, b in COMPARISONS if {a, b} <= have]
     baseline = results["blurred_input"]
     return {
         "name": lens.name,
@@ -236,113 +222,3 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         "error_profiles": results["error_profiles"],
         "stopped": sorted({run["stopped"] for row in results["models"] for run in row["runs"]}),
     }
-
-
-def _find(lens: dict, a: str, b: str) -> dict | None:
-    return next((c for c in lens["comparisons"] if (c["a"], c["b"]) == (a, b)), None)
-
-
-def _per_lens_claim(title: str, paper: str, a: str, b: str, equivalence: bool = False):
-    """A claim judged lens by lens from the stored comparison ``a − b``."""
-
-    def claim(results: dict) -> Claim:
-        parts, verdicts = [], []
-        for lens in results["lenses"]:
-            row = _find(lens, a, b)
-            if row is None:
-                continue
-            verdict = row["verdict"]
-            if equivalence:
-                verdict = (
-                    "supported"
-                    if abs(row["delta"]) <= max(0.25, 2 * row["uncertainty"])
-                    else "not supported"
-                )
-            verdicts.append(verdict)
-            parts.append(f"{lens['name']}: {row['text']} ({verdict})")
-        if not verdicts:
-            return Claim(title, paper, f"not measured: no lens has {a} and {b}", "inconclusive")
-        rule = COMPARISON_RULE
-        if equivalence:
-            rule = "per lens supported if |Δ| ≤ max(0.25 dB, 2u), Δ and u as in: " + rule
-        return Claim(title, paper, "; ".join(parts), _lens_verdict(verdicts), rule)
-
-    return claim
-
-
-def _lens_verdict(verdicts: list[str]) -> str:
-    """One verdict over the lenses: the same on all, or 'partly supported'."""
-    if len(set(verdicts)) == 1:
-        return verdicts[0]
-    return "partly supported" if "supported" in verdicts else "within noise"
-
-
-def _gain_grows(results: dict) -> Claim:
-    """CoordGate's gain at depth 3 on each other lens against the default lens's."""
-    title = "(ours) CoordGate pays more where the blur cannot be read from the image"
-    paper = (
-        "not in the paper: the gain cg-unet3 − unet3 on each lens against the default "
-        "(defocus-only) lens"
-    )
-    rule = (
-        "difference of the gains, u = the two gains' uncertainties added in quadrature; "
-        "supported if larger than 2u and every seed's gain difference agrees in sign"
-    )
-    by_name = {lens["name"]: _find(lens, "cg-unet3", "unet3") for lens in results["lenses"]}
-    reference = by_name.get("defocus")
-    others = [(n, row) for n, row in by_name.items() if n != "defocus" and row is not None]
-    if reference is None or not others:
-        missing = "not measured: needs the defocus lens and one other"
-        return Claim(title, paper, missing, "inconclusive", rule)
-    parts, verdicts = [], []
-    for name, row in others:
-        delta = row["delta"] - reference["delta"]
-        u = (row["uncertainty"] ** 2 + reference["uncertainty"] ** 2) ** 0.5
-        seeds = [x - y for x, y in zip(row["seed_deltas"], reference["seed_deltas"])]
-        agree = len({d > 0 for d in seeds}) <= 1
-        verdict = (
-            "supported" if delta > 2 * u and agree
-            else "not supported" if delta < -2 * u and agree
-            else "within noise"
-        )  # fmt: skip
-        verdicts.append(verdict)
-        parts.append(
-            f"{name}: gain {row['delta']:+.2f} dB vs defocus {reference['delta']:+.2f} dB, "
-            f"difference {delta:+.2f} ± {u:.2f} dB ({verdict})"
-        )
-    return Claim(title, paper, "; ".join(parts), _lens_verdict(verdicts), rule)
-
-
-_CLAIMS = (
-    _per_lens_claim(
-        "Adding CoordGate improves U-Net(3), lens by lens",
-        "the addition of CoordGate causes a large increase in performance and efficiency",
-        "cg-unet3",
-        "unet3",
-    ),
-    _per_lens_claim(
-        "CG U-Net(3) beats U-Net(6), lens by lens",
-        "CG U-Net(3) outperforms U-Net(6) despite 60× fewer parameters",
-        "cg-unet3",
-        "unet6",
-    ),
-    _per_lens_claim(
-        "Coordinates as input channels add nothing: CoordConv-UNet(6) performs like U-Net(6)",
-        "CoordConv-UNet performed nearly identically to U-Net(6)",
-        "coordconv-unet6",
-        "unet6",
-        equivalence=True,
-    ),
-    _per_lens_claim(
-        "(ours) CG U-Net(3) beats CoordConv-UNet(6), lens by lens",
-        "not in the paper: gating by position against coordinates fed as input channels",
-        "cg-unet3",
-        "coordconv-unet6",
-    ),
-    _gain_grows,
-)
-
-
-def lens_claims(results: dict) -> list[Claim]:
-    """The study's claims, judged from the combined results."""
-    return [claim(results) for claim in _CLAIMS]

@@ -1,0 +1,135 @@
+"""Claims of the lens study, judged from its per-lens comparisons with the deblurring
+study's rule (:mod:`._deblur_claims`): each comparison is stored as a row of
+``results.json`` and judged again from it by :class:`Comparison`."""
+
+from __future__ import annotations
+
+from coordgate.experiments._deblur_claims import (
+    COMPARISON_RULE,
+    EQUIVALENCE_DB,
+    Comparison,
+    combine_verdicts,
+)
+from coordgate.report import Claim
+
+__all__ = ["comparison", "comparison_row", "lens_claims"]
+
+
+def comparison_row(comparison: Comparison) -> dict:
+    """A comparison as stored in results.json, with its verdict and text."""
+    return {
+        "a": comparison.a,
+        "b": comparison.b,
+        "delta": comparison.delta,
+        "uncertainty": comparison.uncertainty,
+        "seed_deltas": list(comparison.seed_deltas),
+        "verdict": comparison.verdict,
+        "text": comparison.text(),
+    }
+
+
+def _from_row(row: dict) -> Comparison:
+    return Comparison(
+        row["a"], row["b"], row["delta"], row["uncertainty"], tuple(row["seed_deltas"])
+    )
+
+
+def comparison(lens: dict, a: str, b: str) -> dict | None:
+    """The stored comparison ``a − b`` of one lens, or None."""
+    return next((c for c in lens["comparisons"] if (c["a"], c["b"]) == (a, b)), None)
+
+
+def _per_lens_claim(title: str, paper: str, a: str, b: str, equivalence: bool = False):
+    """A claim judged lens by lens from the stored comparison ``a − b``: 'a beats b', or
+    with ``equivalence`` 'a performs like b' (:attr:`Comparison.equivalent`)."""
+    rule = COMPARISON_RULE
+    if equivalence:
+        rule = f"per lens supported if |Δ| ≤ max({EQUIVALENCE_DB} dB, 2u), Δ and u as in: " + rule
+
+    def claim(results: dict) -> Claim:
+        parts, verdicts = [], []
+        for lens in results["lenses"]:
+            row = comparison(lens, a, b)
+            if row is None:
+                continue
+            judged = _from_row(row)
+            verdict = judged.verdict
+            if equivalence:
+                verdict = "supported" if judged.equivalent else "not supported"
+            verdicts.append(verdict)
+            parts.append(f"{lens['name']}: {row['text']} ({verdict})")
+        if not verdicts:
+            return Claim(title, paper, f"not measured: no lens has {a} and {b}", "inconclusive")
+        return Claim(title, paper, "; ".join(parts), combine_verdicts(verdicts), rule)
+
+    return claim
+
+
+def _gain_grows(results: dict) -> Claim:
+    """CoordGate's gain at depth 3 on each other lens against the default lens's."""
+    title = "(ours) CoordGate pays more where the blur cannot be read from the image"
+    paper = (
+        "not in the paper: the gain cg-unet3 − unet3 on each lens against the default "
+        "(defocus-only) lens"
+    )
+    rule = (
+        "difference of the gains, u = the two gains' uncertainties added in quadrature; "
+        "supported if larger than 2u and every seed's gain difference agrees in sign"
+    )
+    by_name = {lens["name"]: comparison(lens, "cg-unet3", "unet3") for lens in results["lenses"]}
+    reference = by_name.get("defocus")
+    others = [(n, row) for n, row in by_name.items() if n != "defocus" and row is not None]
+    if reference is None or not others:
+        missing = "not measured: needs the defocus lens and one other"
+        return Claim(title, paper, missing, "inconclusive", rule)
+    parts, verdicts = [], []
+    for name, row in others:
+        difference = Comparison(
+            name,
+            "defocus",
+            row["delta"] - reference["delta"],
+            (row["uncertainty"] ** 2 + reference["uncertainty"] ** 2) ** 0.5,
+            tuple(x - y for x, y in zip(row["seed_deltas"], reference["seed_deltas"])),
+        )
+        verdicts.append(difference.verdict)
+        parts.append(
+            f"{name}: gain {row['delta']:+.2f} dB vs defocus {reference['delta']:+.2f} dB, "
+            f"difference {difference.delta:+.2f} ± {difference.uncertainty:.2f} dB "
+            f"({difference.verdict})"
+        )
+    return Claim(title, paper, "; ".join(parts), combine_verdicts(verdicts), rule)
+
+
+_CLAIMS = (
+    _per_lens_claim(
+        "Adding CoordGate improves U-Net(3), lens by lens",
+        "the addition of CoordGate causes a large increase in performance and efficiency",
+        "cg-unet3",
+        "unet3",
+    ),
+    _per_lens_claim(
+        "CG U-Net(3) beats U-Net(6), lens by lens",
+        "CG U-Net(3) outperforms U-Net(6) despite 60× fewer parameters",
+        "cg-unet3",
+        "unet6",
+    ),
+    _per_lens_claim(
+        "Coordinates as input channels add nothing: CoordConv-UNet(6) performs like U-Net(6)",
+        "CoordConv-UNet performed nearly identically to U-Net(6)",
+        "coordconv-unet6",
+        "unet6",
+        equivalence=True,
+    ),
+    _per_lens_claim(
+        "(ours) CG U-Net(3) beats CoordConv-UNet(6), lens by lens",
+        "not in the paper: gating by position against coordinates fed as input channels",
+        "cg-unet3",
+        "coordconv-unet6",
+    ),
+    _gain_grows,
+)
+
+
+def lens_claims(results: dict) -> list[Claim]:
+    """The lens study's claims, judged from the combined results."""
+    return [claim(results) for claim in _CLAIMS]
