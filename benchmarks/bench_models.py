@@ -12,8 +12,9 @@
 Issue 14, on one thread, timed in turns (wall and thread-CPU clocks):
 
 - ``gate_overhead_training``: batch 16 of 64x64 crops of a 256x256 sensor, base_channels 8:
-  U-Net(3), CG U-Net(3) with one frame for the batch, CG U-Net(3) with a sensor origin per
-  sample (random crops);
+  U-Net(3), CG U-Net(3) with one frame for the batch, CG U-Net(3) and CG U-Net(3) with
+  narrow gates (``cg-unet3-narrow``, encoders as wide as the gated channels) with a sensor
+  origin per sample (random crops);
 - ``inference``: CG U-Net(3) / U-Net(3) in eval, base_channels 8, a 256x256 image whole
   and a 2048x2048 image (1024x1024 with ``--quick``) tiled by ``predict(tile="auto")``;
   steady state (gates cached by the first call, as for every further frame of a
@@ -36,7 +37,7 @@ from coordgate.models import build_model, count_parameters
 __all__ = ["run"]
 
 MODELS = [f"unet{d}" for d in range(3, 7)] + [f"cg-unet{d}" for d in range(3, 7)]
-MODELS += ["coordconv-unet6", "multiwiener-unet6"]
+MODELS += ["cg-unet3-narrow", "coordconv-unet6", "multiwiener-unet6"]
 PRESET = dict(size=64, frame=256, base_channels=8, batch=8)
 
 _DEBLUR = textwrap.dedent(
@@ -102,6 +103,7 @@ def _gate_training_steps() -> dict:
         ("unet3", "unet3", origins),
         ("cg-unet3 one frame", "cg-unet3", shared),
         ("cg-unet3 per-sample origins", "cg-unet3", origins),
+        ("cg-unet3-narrow per-sample origins", "cg-unet3-narrow", origins),
     ):
         torch.manual_seed(0)
         model = build_model(name, base_channels=8)
@@ -153,6 +155,10 @@ def gate_costs(quick: bool) -> dict:
             {
                 "cg-unet3 one frame / unet3": ("cg-unet3 one frame", "unet3"),
                 "cg-unet3 per-sample origins / unet3": ("cg-unet3 per-sample origins", "unet3"),
+                "cg-unet3-narrow per-sample origins / unet3": (
+                    "cg-unet3-narrow per-sample origins",
+                    "unet3",
+                ),
             },
         )
         inference = {}
@@ -170,7 +176,10 @@ def gate_costs(quick: bool) -> dict:
             }
     finally:
         torch.set_num_threads(threads)
-    per_sample = training["cg-unet3 per-sample origins / unet3"]["thread_cpu"]
+    per_sample = {
+        name: training[f"{name} per-sample origins / unet3"]["thread_cpu"]
+        for name in ("cg-unet3", "cg-unet3-narrow")
+    }
     worst = max(v["ratio cg-unet3 / unet3"]["thread_cpu"] for v in inference.values())
     return {
         "threads": 1,
@@ -184,7 +193,11 @@ def gate_costs(quick: bool) -> dict:
         },
         "inference": inference,
         "targets": {
-            "per-sample-origin training step <= 1.3x U-Net(3) (thread CPU)": per_sample <= 1.3,
+            **{
+                f"{name} per-sample-origin training step <= 1.3x U-Net(3) (thread CPU)": ratio
+                <= 1.3
+                for name, ratio in per_sample.items()
+            },
             "CG U-Net(3) inference <= 1.10x U-Net(3), 256² and tiled (thread CPU)": worst <= 1.10,
         },
     }

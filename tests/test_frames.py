@@ -112,6 +112,8 @@ def test_per_sample_maps_gather_shared_frames():
         ((3, 2, 4), [(0.0, 0.0, 0.0), (1.0, 0.5, 2.0)], (5.0, 4.0, 9.0)),
         # a sensor large enough that the union sorts instead of marking a table
         ((4, 4), [(0.0, 0.0), (500.0, 700.0), (2.0, 2.0)], (1000.0, 1000.0)),
+        # origins on no power-of-two lattice: numbered by sorting their coordinates
+        ((3, 4), [(0.0, 1 / 3), (2.0, 0.0), (1 / 3, 1.0)], (7.0, 9.0)),
     ],
 )
 def test_pixel_union_holds_every_pixel_once(size, origins, full):
@@ -147,3 +149,27 @@ def test_layers_take_per_sample_frames(layer):
     for i in range(3):
         alone = layer(x[i : i + 1], origins[i].tolist(), (12, 10))
         torch.testing.assert_close(together[i : i + 1], alone, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_crops_on_a_lattice_are_numbered_as_sorting_their_coordinates_would(level, monkeypatch):
+    """Random crops of one sensor, at each U-Net level: marking a table of the lattice gives
+    the same points, in the same order, and the same index as sorting every pixel."""
+    generator = torch.Generator().manual_seed(level)
+    origins = torch.randint(0, 41, (6, 2), generator=generator)
+    x = torch.empty(6, 1, 24, 16)
+    frames = batch_frames(x, origins, (64, 56)).scaled(level)
+    order, _ = frames.evaluation_order()
+    on_lattice = pixel_union(frames.size, order)
+    monkeypatch.setattr("coordgate.frames._lattice_union", lambda *args, **kwargs: None)
+    sorted_ = pixel_union(frames.size, order)
+    assert torch.equal(on_lattice.points, sorted_.points)
+    assert torch.equal(on_lattice.index, sorted_.index)
+
+
+def test_a_batch_computes_its_union_of_pixels_once():
+    frames = batch_frames(torch.empty(3, 1, 4, 4), torch.tensor([[0, 0], [2, 1], [4, 4]]), (9, 9))
+    union = frames.pixel_union(dtype=torch.float64)
+    assert frames.pixel_union(dtype=torch.float64) is union
+    assert frames.pixel_union(dtype=torch.float32) is not union
+    assert union.points.shape[1] == 3 * 16 - 6 - 2  # overlaps of 2x3 and 2x1 pixels

@@ -177,3 +177,16 @@ def test_tiles_on_the_pooling_grid_reuse_one_cached_sensor_gate():
         again = model(x.flip(0), origins.flip(0), (64, 64)).flip(0)
     torch.testing.assert_close(first, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(again, first)
+
+
+def test_gates_as_wide_as_their_channels():
+    """hidden=None: the paper's CG(L,k,c,p) encoder, c nodes per layer; cg-unet3-narrow
+    builds every gate so and is otherwise cg-unet3."""
+    assert CoordGate(12, hidden=None).encoder[0].out_features == 12
+    narrow = build_model("cg-unet3-narrow", base_channels=4)
+    wide = build_model("cg-unet3", base_channels=4)
+    gates = [*narrow.down_gates, *narrow.up_gates]
+    assert [g.encoder[0].out_features for g in gates] == [4, 8, 8, 16]
+    assert [g.channels for g in gates] == [g.channels for g in [*wide.down_gates, *wide.up_gates]]
+    x = torch.rand(2, 1, 16, 16)
+    assert narrow(x, torch.tensor([[0, 0], [8, 4]]), (32, 32)).shape == x.shape

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -148,6 +148,7 @@ class BatchFrames:
     size: tuple[int, ...]
     frames: tuple[Frame, ...]
     inverse: torch.Tensor | None
+    _unions: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def scaled(self, level: int) -> BatchFrames:
         """The frames at U-Net level ``level``, for arrays ``2**level`` times smaller."""
@@ -169,6 +170,17 @@ class BatchFrames:
         if len(self.frames) == len(self.inverse):
             return [self.frames[k] for k in self.inverse.tolist()], None
         return list(self.frames), self.inverse
+
+    def pixel_union(
+        self, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> PixelUnion:
+        """:func:`pixel_union` of the frames in :meth:`evaluation_order`, computed once per
+        device and dtype: the gates of one U-Net level share it."""
+        key = (str(device), dtype)
+        if key not in self._unions:
+            frames = self.evaluation_order()[0]
+            self._unions[key] = pixel_union(self.size, frames, device=device, dtype=dtype)
+        return self._unions[key]
 
     def per_sample(self, frame_maps: Callable[[list[Frame]], torch.Tensor]) -> torch.Tensor:
         """``frame_maps(frames) -> (K, ...)`` for K frames, as one map per sample:
@@ -313,6 +325,9 @@ def pixel_union(
     if len(frames) == 1:
         grid = frames[0].grid(size, device=device, dtype=torch.float64)
         return PixelUnion(grid.reshape(len(size), -1).to(dtype), None)
+    lattice = _lattice_union(size, frames, device=device, dtype=dtype)
+    if lattice is not None:
+        return lattice
     axes = stacked_axes(size, frames, device=device, dtype=torch.float64)
     # Number the distinct values along each axis, then each pixel by its values' numbers.
     values, key = [], None
@@ -328,6 +343,59 @@ def pixel_union(
         coords.append(distinct[keys % len(distinct)])
         keys = keys // len(distinct)
     return PixelUnion(torch.stack(coords[::-1]).to(dtype), index)
+
+
+def _lattice_step(frames: Sequence[Frame]) -> int | None:
+    """The smallest power of two ``s`` (at most 1024) that makes every frame's origin and
+    their common full size whole numbers, or None."""
+    full = frames[0].full_size
+    if any(f.full_size != full for f in frames):
+        return None
+    values = [v for f in frames for v in f.origin] + list(full)
+    for power in range(11):
+        step = 2**power
+        if all(float(v * step).is_integer() for v in values):
+            return step
+    return None
+
+
+def _lattice_union(
+    size: Sequence[int],
+    frames: Sequence[Frame],
+    *,
+    device: torch.device | str | None,
+    dtype: torch.dtype,
+) -> PixelUnion | None:
+    """:func:`pixel_union` of frames that lie on one lattice (None otherwise): crops of one
+    sensor at whole-pixel origins, at every U-Net level (origins in steps of 2**-level).
+
+    Pixel ``i`` of a frame at ``origin`` sits at lattice position ``(origin + i) * s`` of
+    ``full_size * s`` positions; marking each frame's positions in a table of the lattice
+    numbers the distinct pixels in the order of their coordinates, as sorting would, with
+    one strided slice per frame instead of a sort over every pixel.
+    """
+    step = _lattice_step(frames)
+    if step is None:
+        return None
+    lattice = [int(f * step) for f in frames[0].full_size]
+    if math.prod(lattice) > 4 * len(frames) * math.prod(size):
+        return None
+    corners = [[int(o * step) for o in f.origin] for f in frames]
+    spans = [
+        tuple(slice(c, c + n * step, step) for c, n in zip(corner, size)) for corner in corners
+    ]
+    present = torch.zeros(lattice, dtype=torch.bool, device=device)
+    for span in spans:
+        present[span] = True
+    numbers = (torch.cumsum(present.view(-1), 0) - 1).view(lattice)
+    index = torch.stack([numbers[span] for span in spans])
+    # Each axis's coordinates at its lattice positions (Frame.axes' rule), looked up.
+    tables = [
+        ((2 * (torch.arange(n, device=device, dtype=torch.float64) / step) + 1) / f - 1).to(dtype)
+        for n, f in zip(lattice, frames[0].full_size)
+    ]
+    positions = present.nonzero().t()  # (dim, P)
+    return PixelUnion(torch.stack([t[p] for t, p in zip(tables, positions)]), index)
 
 
 def _distinct(key: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:

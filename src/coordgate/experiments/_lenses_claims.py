@@ -12,7 +12,7 @@ from coordgate.experiments._deblur_claims import (
 )
 from coordgate.report import Claim
 
-__all__ = ["comparison", "comparison_row", "lens_claims"]
+__all__ = ["comparison", "comparison_row", "lens_claims", "per_lens_claim"]
 
 
 def comparison_row(comparison: Comparison) -> dict:
@@ -39,7 +39,7 @@ def comparison(lens: dict, a: str, b: str) -> dict | None:
     return next((c for c in lens["comparisons"] if (c["a"], c["b"]) == (a, b)), None)
 
 
-def _per_lens_claim(title: str, paper: str, a: str, b: str, equivalence: bool = False):
+def per_lens_claim(title: str, paper: str, a: str, b: str, equivalence: bool = False):
     """A claim judged lens by lens from the stored comparison ``a − b``: 'a beats b', or
     with ``equivalence`` 'a performs like b' (:attr:`Comparison.equivalent`)."""
     rule = COMPARISON_RULE
@@ -101,26 +101,26 @@ def _gain_grows(results: dict) -> Claim:
 
 
 _CLAIMS = (
-    _per_lens_claim(
+    per_lens_claim(
         "Adding CoordGate improves U-Net(3), lens by lens",
         "the addition of CoordGate causes a large increase in performance and efficiency",
         "cg-unet3",
         "unet3",
     ),
-    _per_lens_claim(
+    per_lens_claim(
         "CG U-Net(3) beats U-Net(6), lens by lens",
         "CG U-Net(3) outperforms U-Net(6) despite 60× fewer parameters",
         "cg-unet3",
         "unet6",
     ),
-    _per_lens_claim(
+    per_lens_claim(
         "Coordinates as input channels add nothing: CoordConv-UNet(6) performs like U-Net(6)",
         "CoordConv-UNet performed nearly identically to U-Net(6)",
         "coordconv-unet6",
         "unet6",
         equivalence=True,
     ),
-    _per_lens_claim(
+    per_lens_claim(
         "(ours) CG U-Net(3) beats CoordConv-UNet(6), lens by lens",
         "not in the paper: gating by position against coordinates fed as input channels",
         "cg-unet3",

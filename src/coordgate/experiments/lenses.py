@@ -38,6 +38,8 @@ __all__ = [
     "add_arguments",
     "lens_claims",
     "lens_preset",
+    "lens_summary",
+    "train_lenses",
     "run",
     "run_study",
 ]
@@ -108,13 +110,18 @@ PRESETS = {
 }  # fmt: skip
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    presets: dict[str, deblur.Preset] = PRESETS,
+    duration: str = "about 1.5 h on 2 cores with two processes",
+) -> None:
+    """The command line of a study over the lenses: ``--preset`` (one of ``presets``; the
+    sensor preset takes ``duration``), ``--lenses`` and the deblurring study's run options."""
     parser.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
+        choices=sorted(presets),
         default="quick",
-        help="scale (quick: a smoke run in minutes; sensor: the committed study, about "
-        "1.5 h on 2 cores with two processes)",
+        help=f"scale (quick: a smoke run in minutes; sensor: the committed study, {duration})",
     )
     parser.add_argument(
         "--lenses",
@@ -162,14 +169,36 @@ def run_study(
 ) -> dict:
     """Train or reuse every model and seed for each lens (``OUT/LENS``), compare them,
     judge the claims and write the combined outputs. Returns ``results.json``'s content."""
+    out = Path(out)
+    results = {
+        "preset": asdict(preset),
+        "seed": seed,
+        "environment": environment(),
+        "lenses": train_lenses(preset, out, lenses, COMPARISONS, seed, device, progress),
+    }
+    results["claims"] = [claim.to_dict() for claim in lens_claims(results)]
+    write_outputs(results, out)
+    return results
+
+
+def train_lenses(
+    preset: deblur.Preset,
+    out: Path,
+    lenses: tuple[str, ...],
+    comparisons: tuple[tuple[str, str], ...],
+    seed: int,
+    device: str,
+    progress: bool,
+) -> list[dict]:
+    """Train or reuse the preset's models and seeds on each lens (one deblurring study in
+    ``out/LENS``) and summarise each lens with ``comparisons`` (:func:`lens_summary`)."""
     unknown = sorted(set(lenses) - set(LENSES))
     if unknown or not lenses:
         raise ValueError(f"lenses must be some of {sorted(LENSES)}, got {list(lenses)}")
-    out = Path(out)
-    per_lens = {}
+    summaries = []
     for name in lenses:
         print(f"=== lens {name}", flush=True)
-        per_lens[name] = deblur.run_study(
+        per_lens = deblur.run_study(
             lens_preset(preset, LENSES[name]),
             out / name,
             seed=seed,
@@ -177,20 +206,15 @@ def run_study(
             progress=progress,
             export=False,
         )
-    results = {
-        "preset": asdict(preset),
-        "seed": seed,
-        "environment": environment(),
-        "lenses": [lens_summary(LENSES[name], per_lens[name]) for name in lenses],
-    }
-    results["claims"] = [claim.to_dict() for claim in lens_claims(results)]
-    write_outputs(results, out)
-    return results
+        summaries.append(lens_summary(LENSES[name], per_lens, comparisons))
+    return summaries
 
 
-def lens_summary(lens: Lens, results: dict) -> dict:
+def lens_summary(
+    lens: Lens, results: dict, comparisons: tuple[tuple[str, str], ...] = COMPARISONS
+) -> dict:
     """One lens's entry of the combined results: its field, each model's scores and the
-    :data:`COMPARISONS` with their verdicts."""
+    ``comparisons`` (a − b) with their verdicts."""
     have = {row["name"] for row in results["models"]}
     models = {
         row["name"]: {
@@ -207,7 +231,7 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         }
         for row in results["models"]
     }
-    comparisons = [comparison_row(compare(results, a, b)) for a, b in COMPARISONS if {a, b} <= have]
+    rows = [comparison_row(compare(results, a, b)) for a, b in comparisons if {a, b} <= have]
     baseline = results["blurred_input"]
     return {
         "name": lens.name,
@@ -218,7 +242,7 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         "blurred_input_real_inner": baseline["real_inner_psnr"],
         "edge_band_px": baseline["edge_band_px"],
         "models": models,
-        "comparisons": comparisons,
+        "comparisons": rows,
         "error_profiles": results["error_profiles"],
         "stopped": sorted({run["stopped"] for row in results["models"] for run in row["runs"]}),
     }

@@ -24,7 +24,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from coordgate.frames import Frame, FrameLike, Where, batch_frames, pixel_union, resolve_frame
+from coordgate.frames import (
+    Frame,
+    FrameLike,
+    PixelUnion,
+    Where,
+    batch_frames,
+    pixel_union,
+    resolve_frame,
+)
 from coordgate.layers.shapes import check_dim, check_features
 
 __all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder", "encode_pixels"]
@@ -88,7 +96,8 @@ class CoordGate(nn.Module):
     Args:
         channels: number of feature channels C (one gate value per channel and pixel).
         dim: number of spatial axes (1, 2 or 3).
-        hidden: width of the coordinate encoder's hidden layers (``mode="mlp"``).
+        hidden: width of the coordinate encoder's hidden layers (``mode="mlp"``); None:
+            as wide as ``channels``, the paper's CG(L,k,c,p) encoder of p layers of c nodes.
         layers: number of fully-connected layers of the encoder (``mode="mlp"``), with
             a nonlinearity between consecutive layers so the gate is not an affine ramp.
         mode: ``"mlp"`` (pixel-wise MLP on coordinates, any input size), ``"map"`` (a
@@ -115,7 +124,7 @@ class CoordGate(nn.Module):
         channels: int,
         *,
         dim: int = 2,
-        hidden: int = 32,
+        hidden: int | None = 32,
         layers: int = 2,
         mode: str = "mlp",
         size: Sequence[int] | None = None,
@@ -132,6 +141,7 @@ class CoordGate(nn.Module):
         self.encoder: nn.Sequential | None = None
         self.map: nn.Parameter | None = None
         if mode == "mlp":
+            hidden = channels if hidden is None else hidden
             self.encoder = coordinate_encoder(dim, channels, hidden, layers, activation)
             last = self.encoder[-1]
             nn.init.zeros_(last.weight)
@@ -234,19 +244,26 @@ class CoordGate(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """:meth:`gates` of validated frames."""
-        # The union of the pixels needs the encoder on coordinates; other gates (maps, or
-        # a subclass's own gate()) are stacked frame by frame.
-        if self.mode != "mlp" or type(self).gate is not CoordGate.gate:
+        if not self._encodes_pixels():
             return torch.stack([self.gate(size, f, device=device, dtype=dtype) for f in frames])
         param = next(self.parameters())
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
-        union = pixel_union(size, frames, device=device, dtype=dtype)
+        return self._union_gates(size, pixel_union(size, frames, device=device, dtype=dtype))
+
+    def _encodes_pixels(self) -> bool:
+        """Whether the gate is the encoder on coordinates, evaluated over a union of pixels;
+        other gates (maps, or a subclass's own gate()) are stacked frame by frame."""
+        return self.mode == "mlp" and type(self).gate is CoordGate.gate
+
+    def _union_gates(self, size: tuple[int, ...], union: PixelUnion) -> torch.Tensor:
+        """The encoder over the union's points, gathered into each frame's gate (K, C, *size)."""
         out = self._encode(union.points)
         if union.index is None:
             return out.view(1, self.channels, *size)
-        gates = out.index_select(1, union.index.view(-1)).view(self.channels, len(frames), *size)
-        return gates.transpose(0, 1).contiguous()
+        frames = union.index.shape[0]
+        gates = out.index_select(1, union.index.view(-1)).view(self.channels, frames, *size)
+        return gates.transpose(0, 1)  # a strided view: the multiply reads it as it is
 
     def _encode(self, points: torch.Tensor) -> torch.Tensor:
         """The MLP gate at P points: coordinates (dim, P) -> gate values (C, P)."""
@@ -332,7 +349,12 @@ class CoordGate(nn.Module):
         check_features(x, self.channels, self.dim, "CoordGate")
         frames = batch_frames(x, origin, full_size)
         order, index = frames.evaluation_order()
-        weights = self.frame_weights(frames.size, order, like=x)
+        if self._computes_in_graph() and self._encodes_pixels():
+            # the gates of one level share its union of pixels
+            union = frames.pixel_union(device=x.device, dtype=x.dtype)
+            weights = self._union_gates(frames.size, union)
+        else:
+            weights = self.frame_weights(frames.size, order, like=x)
         return weights if index is None else weights[index]
 
     def frame_weights(

@@ -498,6 +498,13 @@ cg_unet3 = register_model("cg-unet3", _CG_UNET.format(3), _GATE_OPTIONS)(partial
 cg_unet4 = register_model("cg-unet4", _CG_UNET.format(4), _GATE_OPTIONS)(partial(CoordGateUNet, 4))
 cg_unet5 = register_model("cg-unet5", _CG_UNET.format(5), _GATE_OPTIONS)(partial(CoordGateUNet, 5))
 cg_unet6 = register_model("cg-unet6", _CG_UNET.format(6), _GATE_OPTIONS)(partial(CoordGateUNet, 6))
+cg_unet3_narrow = register_model(
+    "cg-unet3-narrow",
+    "CG U-Net(3) whose gate encoders are as wide as the channels they gate (8, 16, 16, 32 "
+    "at base_channels 8; cg-unet3's are 32): the paper's CG(L,k,c,p) encoder of c nodes "
+    "per layer, a cheaper training step on random crops: base_channels, CoordGate options",
+    _GATE_OPTIONS,
+)(partial(CoordGateUNet, 3, hidden=None))
 coordconv_unet6 = register_model(
     "coordconv-unet6",
     "CoordConv-UNet: U-Net(6) with a CoordConv first at every level: base_channels",

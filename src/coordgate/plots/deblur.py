@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ __all__ = [
 FAMILY_STYLE = {
     "unet": ("U-Net", "tab:blue", "o"),
     "cg-unet": ("CG U-Net", "tab:red", "s"),
+    "cg-unet-narrow": ("CG U-Net, narrow gates", "tab:pink", "X"),
     "coordconv-unet": ("CoordConv-UNet", "tab:green", "^"),
     "multiwiener-unet": ("MultiWienerNet", "tab:purple", "D"),
     "lcn-unet": ("LCN-UNet", "tab:brown", "v"),
@@ -31,8 +33,9 @@ FAMILY_STYLE = {
 
 
 def family(name: str) -> str:
-    """The model family of a registry name: ``cg-unet3`` -> ``cg-unet``."""
-    return name.rstrip("0123456789")
+    """The model family of a registry name: ``cg-unet3`` -> ``cg-unet``,
+    ``cg-unet3-narrow`` -> ``cg-unet-narrow``."""
+    return re.sub(r"\d+", "", name)
 
 
 def metric_vs_params_figure(
@@ -80,12 +83,12 @@ def validation_curves_figure(rows: Sequence[Mapping], path: Path) -> Path:
     axes = figure.subplots()
     for r in rows:
         _, colour, marker = FAMILY_STYLE[family(r["name"])]
-        depth = r["name"][-1]
+        depth = int(re.search(r"\d+", r["name"]).group())  # U-Net(d)
         axes.plot(
             range(1, len(r["val_psnr"]) + 1),
             r["val_psnr"],
             color=colour,
-            alpha=0.35 + 0.15 * (int(depth) - 3),
+            alpha=0.35 + 0.15 * (depth - 3),
             label=r["name"],
             marker=marker,
             markersize=2,
