@@ -15,11 +15,11 @@ __all__ = ["register", "studies"]
 
 
 def studies() -> dict[str, object]:
-    """The experiment modules by name."""
+    """The experiment modules by command name (the module's, ``-`` for ``_``)."""
     import coordgate.experiments as package
 
     return {
-        info.name: importlib.import_module(f"{package.__name__}.{info.name}")
+        info.name.replace("_", "-"): importlib.import_module(f"{package.__name__}.{info.name}")
         for info in pkgutil.iter_modules(package.__path__)
         if not info.name.startswith("_")
     }
