@@ -275,10 +275,11 @@ def test_circular_fft_operators_use_the_frames_own_grid(lens):
     assert lowrank.weights.shape[-2:] == SIZE
 
 
+@pytest.mark.parametrize("padding", ["zero", "circular"])
 @pytest.mark.parametrize("rank", [1, 2, 5])
-def test_paired_adjoint_for_odd_and_even_ranks(lens, rank):
+def test_paired_adjoint_for_odd_and_even_ranks(lens, rank, padding):
     op = SpatiallyVaryingBlur(
-        lens, SIZE, method="lowrank", rank=rank, padding="zero", dtype=torch.float64
+        lens, SIZE, method="lowrank", rank=rank, padding=padding, dtype=torch.float64
     )
     x, y = torch.randn(2, 3, 1, *SIZE, dtype=torch.float64)
     torch.testing.assert_close((op.A(x) * y).sum(), (x * op.A_T(y)).sum(), atol=1e-10, rtol=0)

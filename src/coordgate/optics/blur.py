@@ -38,6 +38,7 @@ from coordgate.optics.boundary import check_padding, extend, extend_adjoint
 from coordgate.optics.field import PSFField
 from coordgate.optics.fourier import (
     adjoint_spectra,
+    adjoint_weights,
     kernel_spectra,
     linear_fft_shape,
     product_convolution,
@@ -425,7 +426,7 @@ class SpatiallyVaryingBlur(BlurOperator):
     # lowrank: product-convolution with cached spectra
 
     def _lowrank(self, like: torch.Tensor) -> tuple:
-        """(FFT shape, spectra, weights, adjoint spectra) for ``like``."""
+        """(FFT shape, spectra, weights, adjoint spectra, adjoint weights) for ``like``."""
         key = (like.device, like.dtype)
         if key not in self._cache:
             shape = self._fft_shape(self.image_size)
@@ -435,13 +436,14 @@ class SpatiallyVaryingBlur(BlurOperator):
                 kernel_spectra(kernels, shape),
                 weights,
                 adjoint_spectra(kernels, shape),
+                adjoint_weights(weights),
             )
         return self._cache[key]
 
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
         n, ch, h, w = x.shape
         if self.method == "lowrank":
-            shape, spectra, weights, _ = self._lowrank(x)
+            shape, spectra, weights, _, _ = self._lowrank(x)
             xs = extend(x, self.fft_margin, self.padding)
             return product_convolution(xs, spectra, weights, shape, self.fft_margin)
         xs = extend(x, self.margin, self.padding)
@@ -454,7 +456,7 @@ class SpatiallyVaryingBlur(BlurOperator):
     def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
         n, ch = y.shape[:2]
         if self.method == "lowrank":
-            shape, _, weights, spectra = self._lowrank(y)
+            shape, _, _, spectra, weights = self._lowrank(y)
             z = product_convolution_adjoint(y, spectra, weights, shape, self.fft_margin)
             return extend_adjoint(z, self.fft_margin, self.padding)
         else:

@@ -12,7 +12,9 @@ here. It pairs them instead: both correlations of a pair of kernels are real, so
 complex inverse FFT of ``Y (conj(H_2j) + i conj(H_2j+1))`` returns the first as its real
 and the second as its imaginary part, and K/2 complex transforms replace K real ones.
 The spectrum ``Y`` of the real image is its real FFT completed by Hermitian symmetry,
-half the cost of a complex FFT.
+half the cost of a complex FFT. The weights of a pair are stored interleaved like the
+complex result (:func:`adjoint_weights`), so each pair is weighted and summed in one
+contiguous pass over it instead of two strided ones over its real and imaginary parts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "adjoint_spectra",
+    "adjoint_weights",
     "fast_size",
     "kernel_spectra",
     "linear_fft_shape",
@@ -74,6 +77,15 @@ def adjoint_spectra(kernels: torch.Tensor, fft_shape: tuple[int, int]) -> torch.
     return spectra[0::2] + 1j * spectra[1::2]
 
 
+def adjoint_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Weights (K, Sh, Sw) of :func:`product_convolution` paired like
+    :func:`adjoint_spectra`: ``[..., 0]`` is weight 2j and ``[..., 1]`` weight 2j + 1
+    -> (ceil(K / 2), Sh, Sw, 2) (an odd K leaves the last partner zero)."""
+    if weights.shape[0] % 2:
+        weights = torch.cat([weights, torch.zeros_like(weights[:1])])
+    return torch.stack([weights[0::2], weights[1::2]], dim=-1)
+
+
 def _spectrum(z: torch.Tensor) -> torch.Tensor:
     """``torch.fft.fft2`` of a real z (..., L1, L2) from its real FFT and Hermitian symmetry:
     ``Z[-u, -v] = conj(Z[u, v])`` fills the columns the real FFT leaves out."""
@@ -81,10 +93,20 @@ def _spectrum(z: torch.Tensor) -> torch.Tensor:
     w = z.shape[-1]
     full = half.new_empty(*z.shape)
     full[..., : w // 2 + 1] = half
-    # column v > L2 / 2 mirrors column L2 - v, and row u mirrors row -u (mod L1)
-    mirrored = half[..., 1 : w - w // 2].flip(-1).flip(-2).roll(1, dims=-2)
-    full[..., w // 2 + 1 :] = mirrored.conj()
+    # column v > L2 / 2 mirrors column L2 - v, and row u mirrors row -u (mod L1): row 0
+    # onto itself, rows 1.. onto each other in reverse order
+    mirrored = half[..., 1 : w - w // 2]
+    full[..., :1, w // 2 + 1 :] = mirrored[..., :1, :].flip(-1).conj()
+    full[..., 1:, w // 2 + 1 :] = mirrored[..., 1:, :].flip(-2, -1).conj()
     return full
+
+
+def _pad_to_grid(y: torch.Tensor, fft_shape: tuple[int, int], margin: int) -> torch.Tensor:
+    """y (..., H, W) placed at (margin, margin) on a zero ``fft_shape`` grid (y itself when
+    it already is that grid)."""
+    h, w = y.shape[-2:]
+    pad = (margin, fft_shape[1] - margin - w, margin, fft_shape[0] - margin - h)
+    return F.pad(y, pad) if any(pad) else y
 
 
 def product_convolution(
@@ -122,12 +144,12 @@ def product_convolution_adjoint(
 ) -> torch.Tensor:
     """Adjoint of :func:`product_convolution`: (N, C, H, W) -> (N, C, Sh, Sw).
 
-    weights None (one kernel): spectra from :func:`kernel_spectra`. Otherwise weights
-    (K, Sh, Sw) and the paired spectra (ceil(K / 2), L1, L2) from :func:`adjoint_spectra`
-    (see the module docstring).
+    weights None (one kernel): spectra from :func:`kernel_spectra`. Otherwise the paired
+    weights (ceil(K / 2), Sh, Sw, 2) from :func:`adjoint_weights` and the paired spectra
+    (ceil(K / 2), L1, L2) from :func:`adjoint_spectra` (see the module docstring).
     """
     h, w = y.shape[-2:]
-    z = F.pad(y, (margin, fft_shape[1] - margin - w, margin, fft_shape[0] - margin - h))
+    z = _pad_to_grid(y, fft_shape, margin)
     crop = (..., slice(0, h + 2 * margin), slice(0, w + 2 * margin))
     if weights is None:
         spectrum = torch.fft.rfft2(z) * spectra[0].conj()
@@ -136,8 +158,5 @@ def product_convolution_adjoint(
     for j in range(spectra.shape[0]):
         # real part: the correlation with kernel 2j; imaginary part: with kernel 2j + 1
         pair = torch.view_as_real(torch.fft.ifft2(spectrum * spectra[j])[crop])
-        for part, k in ((0, 2 * j), (1, 2 * j + 1)):
-            if k < weights.shape[0]:
-                term = pair[..., part]
-                out = term * weights[k] if out is None else out.addcmul_(term, weights[k])
-    return out
+        out = pair * weights[j] if out is None else out.addcmul_(pair, weights[j])
+    return out[..., 0] + out[..., 1]
