@@ -116,7 +116,8 @@ def environment_markdown(environment: Mapping[str, object]) -> str:
     version_text = ", ".join(f"{k} {v}" for k, v in dict(versions).items()) or "unknown"
     return "\n".join(
         [
-            f"- Machine: {environment.get('processor', '?')}, {environment.get('cpu_count', '?')} "
+            f"- Machine: {environment.get('cpu_model', environment.get('processor', '?'))}, "
+            f"{environment.get('cpu_count', '?')} "
             f"CPUs, {environment.get('platform', '?')}",
             f"- Device: {environment.get('device', '?')}, "
             f"torch threads: {environment.get('torch_threads', '?')}",
