@@ -1,7 +1,8 @@
 """Deblurring networks: train-step throughput, gate overhead, tiled deblurring of a large image.
 
 - Train-step throughput (images/s) of every 2D model at the cpu preset's size (64x64
-  crops with per-sample origins in a 256x256 sensor, base_channels 8, batch 8, Adam on MSE).
+  crops with per-sample origins in a 256x256 sensor, base_channels 8, batch 8, Adam on MSE),
+  on one thread, by the thread's CPU time.
 - CG U-Net(3) / U-Net(3) and CG U-Net(3) / U-Net(6) step-time ratios, measured in the same
   interleaved run (gate overhead in training).
 - Deblurring a 2048x2048 image (1024x1024 with ``quick``) with CG U-Net(3) by tiles on the
@@ -31,7 +32,7 @@ import time
 
 import torch
 
-from benchmarks.timing import ratios, time_clocks, time_interleaved
+from benchmarks.timing import ratios, threads, time_clocks
 from coordgate.models import build_model, count_parameters
 
 __all__ = ["run"]
@@ -146,10 +147,8 @@ def _inference_cases(size: int, tiled: bool) -> tuple[dict, dict]:
 
 def gate_costs(quick: bool) -> dict:
     """The gate's cost in training steps and in inference, as ratios to U-Net(3)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        seconds = time_clocks(_gate_training_steps(), repeats=3 if quick else 9, warmup=1)
+    with threads(1):
+        seconds = time_clocks(_gate_training_steps(), repeats=3 if quick else 21, warmup=2)
         training = ratios(
             seconds,
             {
@@ -174,8 +173,6 @@ def gate_costs(quick: bool) -> dict:
                 "first_call_thread_cpu_s": first,
                 "steady_thread_cpu_s": {k: round(v, 3) for k, v in measured["thread_cpu"].items()},
             }
-    finally:
-        torch.set_num_threads(threads)
     per_sample = {
         name: training[f"{name} per-sample origins / unet3"]["thread_cpu"]
         for name in ("cg-unet3", "cg-unet3-narrow")
@@ -219,11 +216,13 @@ def run(quick: bool) -> dict:
     for name in MODELS:
         model, steps[name] = _train_step(name, generator)
         parameters[name] = count_parameters(model)
-    seconds = time_interleaved(steps, repeats=2 if quick else 6, warmup=1)
+    with threads(1):  # thread CPU time: steady under load, unlike 2-thread wall time
+        seconds = time_clocks(steps, repeats=3 if quick else 7, warmup=1)["thread_cpu"]
     batch = PRESET["batch"]
     size = 1024 if quick else 2048
     return {
         "preset": dict(PRESET, name="cpu"),
+        "threads": 1,
         "train_step": {
             name: dict(
                 seconds=seconds[name],

@@ -12,9 +12,9 @@ import os
 
 import torch
 
-from coordgate.timing import CLOCKS, time_clocks, time_interleaved
+from coordgate.timing import CLOCKS, threads, time_clocks, time_interleaved
 
-__all__ = ["CLOCKS", "load", "ratios", "time_clocks", "time_interleaved"]
+__all__ = ["CLOCKS", "load", "ratios", "threads", "time_clocks", "time_interleaved"]
 
 
 def ratios(seconds: dict[str, dict[str, float]], pairs: dict[str, tuple[str, str]]) -> dict:

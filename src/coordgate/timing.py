@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 
-__all__ = ["CLOCKS", "median_seconds", "time_clocks", "time_interleaved"]
+__all__ = ["CLOCKS", "median_seconds", "threads", "time_clocks", "time_interleaved"]
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread_cpu": time.thread_time}
 
@@ -86,3 +87,15 @@ def median_seconds(
     True
     """
     return time_interleaved({"fn": fn}, repeats, warmup, device=device)["fn"]
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (thread CPU time means something only for
+    single-threaded work), then restore the previous number."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

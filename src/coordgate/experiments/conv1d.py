@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import dataclasses
 import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -33,7 +32,7 @@ from coordgate.atomic import replace_atomically
 from coordgate.experiments._varying_conv1d import Conv1dData, effective_matrix, make_dataset
 from coordgate.models import count_parameters
 from coordgate.models.cnn1d import CoordGate1d, build_from_label, parse_label
-from coordgate.timing import time_interleaved
+from coordgate.timing import threads, time_interleaved
 
 __all__ = ["PRESETS", "Preset", "add_arguments", "run", "run_study", "time_inference"]
 
@@ -201,16 +200,6 @@ def _preset(args: argparse.Namespace) -> Preset:
 
 
 # ---------------------------------------------------------------------------- training
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @lru_cache(maxsize=2)
@@ -441,7 +430,7 @@ def run_study(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with _torch_threads(1):
+    with threads(1):
         records, resumed = _train_all(preset, jobs, out / "runs", workers, fresh, progress)
         rows, median_runs = _summarise(preset, preset.models, records)
         ablation_rows, _ = _summarise(

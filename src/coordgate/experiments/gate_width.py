@@ -36,7 +36,7 @@ from coordgate.report import (
     markdown_table,
     write_json,
 )
-from coordgate.timing import time_clocks
+from coordgate.timing import threads, time_clocks
 
 __all__ = ["MODELS", "PRESETS", "add_arguments", "gate_width_claims", "run", "run_study"]
 
@@ -124,12 +124,8 @@ def training_step_cost(preset: deblur.Preset, repeats: int = 7) -> dict:
             optimiser.step()
 
         steps[name] = step
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads(1):
         seconds = time_clocks(steps, repeats=repeats, warmup=2)["thread_cpu"]
-    finally:
-        torch.set_num_threads(threads)
     return {
         "batch": preset.batch_size,
         "crop": crop,
@@ -169,7 +165,7 @@ def report_markdown(results: dict) -> str:
                 "delta": f"{row['delta']:+.2f} ± {row['uncertainty']:.2f}" if row else None,
                 "verdict": row.get("verdict"),
                 "inner": f"{wide['real_inner_psnr']:.2f} / {narrow['real_inner_psnr']:.2f}",
-                "train": f"{wide['train_s']:.0f} / {narrow['train_s']:.0f}",
+                "seeds": ", ".join(f"{d:+.2f}" for d in row.get("seed_deltas", [])),
             }
         )
     columns = [
@@ -180,7 +176,7 @@ def report_markdown(results: dict) -> str:
         Column("delta", "narrow − wide, paired per frame"),
         Column("verdict", "verdict"),
         Column("inner", "real images inside the edge band, wide / narrow"),
-        Column("train", "training s, wide / narrow"),
+        Column("seeds", "narrow − wide per seed"),
     ]
     step = results["training_step"]
     params = {name: results["lenses"][0]["models"][name]["params"] for name in MODELS}
