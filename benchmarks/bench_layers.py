@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.timing import ratios, time_clocks, time_interleaved
+from benchmarks.timing import ratios, threads, time_clocks, time_interleaved
 
 __all__ = ["LAYERS", "run"]
 
@@ -186,12 +186,8 @@ def _size_results(size: int, repeats: int) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         return {**_run(quick), "gate_fusion": gate_fusion(quick)}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fusion_cases(size: int) -> dict:
@@ -261,21 +257,16 @@ def gate_fusion(quick: bool) -> dict:
         "multiply alone / conv2d": ("multiply_alone", "conv2d"),
     }
     result = {"shape": [BATCH, CHANNELS, size, size], "dtype": "float32"}
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            with torch.no_grad():
-                seconds = time_clocks(cases, repeats=5 if quick else 11, warmup=2)
-            found = ratios(seconds, pairs)
-            if n > 1:  # the calling thread's CPU time misses the other thread's work
-                found = {k: {"wall": v["wall"]} for k, v in found.items()}
-            result[f"threads_{n}"] = found
-        torch.set_num_threads(1)
-        if not quick:
+    for n in (1, 2):
+        with threads(n), torch.no_grad():
+            seconds = time_clocks(cases, repeats=5 if quick else 11, warmup=2)
+        found = ratios(seconds, pairs)
+        if n > 1:  # the calling thread's CPU time misses the other thread's work
+            found = {k: {"wall": v["wall"]} for k, v in found.items()}
+        result[f"threads_{n}"] = found
+    if not quick:
+        with threads(1):
             result["compiled_threads_1"] = _compiled(conv, gated, x)
-    finally:
-        torch.set_num_threads(threads)
     best = result["threads_1"]["coordgateconv / conv2d"]["thread_cpu"]
     result["target"] = "CoordGateConv eval <= 1.05x Conv2d (one thread, thread CPU time)"
     result["target_met"] = best <= 1.05

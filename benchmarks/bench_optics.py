@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.timing import ratios, time_clocks
+from benchmarks.timing import ratios, threads, time_clocks
 from coordgate.timing import median_seconds
 
 PSF_SIZE = 31
@@ -138,59 +138,57 @@ def _deepinv_operators(op, paddings) -> tuple[dict, str]:
 
 def operators(quick: bool) -> dict:
     """Forward and adjoint of every padding mode, timed in turns in this process."""
+    with threads(THREADS):
+        return _operators(quick)
+
+
+def _operators(quick: bool) -> dict:
     import torch
 
     from coordgate.optics import PSFField, SpatiallyVaryingBlur
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
-        size = 256 if quick else 1024
-        field = PSFField.default(psf_size=PSF_SIZE)
-        ops = {
-            padding: SpatiallyVaryingBlur(
-                field, (size, size), method="lowrank", rank=OPERATOR_RANK, padding=padding
-            )
-            for padding in PADDINGS
-        }
-        x = torch.from_numpy(_image(size))[None, None]
-        cases = {}
-        for padding, op in ops.items():
-            cases[f"{padding}/A"] = lambda op=op: op.A(x)
-            cases[f"{padding}/A_T"] = lambda op=op: op.A_T(x)
-        theirs, deepinv_status = _deepinv_operators(ops["zero"], PADDINGS)
-        for padding, physics in theirs.items():
-            cases[f"deepinv {padding}/A"] = lambda physics=physics: physics.A(x)
-        with torch.no_grad():
-            seconds = time_clocks(cases, repeats=3 if quick else 7, warmup=1)
-        pairs = {f"{p} adjoint / forward": (f"{p}/A_T", f"{p}/A") for p in PADDINGS}
-        pairs.update({f"{p} forward / zero forward": (f"{p}/A", "zero/A") for p in PADDINGS})
-        pairs.update(
-            {f"deepinv {p} / ours (forward)": (f"deepinv {p}/A", f"{p}/A") for p in theirs}
+    size = 256 if quick else 1024
+    field = PSFField.default(psf_size=PSF_SIZE)
+    ops = {
+        padding: SpatiallyVaryingBlur(
+            field, (size, size), method="lowrank", rank=OPERATOR_RANK, padding=padding
         )
-        found = ratios(seconds, pairs)
-        worst = max(v["thread_cpu"] for k, v in found.items() if "adjoint" in k)
-        return {
-            "size": size,
-            "rank": OPERATOR_RANK,
-            "psf_size": PSF_SIZE,
-            "threads": torch.get_num_threads(),
-            "fft_shapes": {p: list(op._lowrank(x)[0]) for p, op in ops.items()},
-            "seconds": {
-                clock: {k: round(v, 4) for k, v in per.items()} for clock, per in seconds.items()
-            },
-            "ratios": found,
-            "deepinv": deepinv_status,
-            "targets": {
-                "adjoint / forward <= 1.2 (every padding, thread CPU time)": worst <= 1.2,
-                "circular forward no slower than zero": found["circular forward / zero forward"][
-                    "thread_cpu"
-                ]
-                <= 1.0,
-            },
-        }
-    finally:
-        torch.set_num_threads(threads)
+        for padding in PADDINGS
+    }
+    x = torch.from_numpy(_image(size))[None, None]
+    cases = {}
+    for padding, op in ops.items():
+        cases[f"{padding}/A"] = lambda op=op: op.A(x)
+        cases[f"{padding}/A_T"] = lambda op=op: op.A_T(x)
+    theirs, deepinv_status = _deepinv_operators(ops["zero"], PADDINGS)
+    for padding, physics in theirs.items():
+        cases[f"deepinv {padding}/A"] = lambda physics=physics: physics.A(x)
+    with torch.no_grad():
+        seconds = time_clocks(cases, repeats=3 if quick else 7, warmup=1)
+    pairs = {f"{p} adjoint / forward": (f"{p}/A_T", f"{p}/A") for p in PADDINGS}
+    pairs.update({f"{p} forward / zero forward": (f"{p}/A", "zero/A") for p in PADDINGS})
+    pairs.update({f"deepinv {p} / ours (forward)": (f"deepinv {p}/A", f"{p}/A") for p in theirs})
+    found = ratios(seconds, pairs)
+    worst = max(v["thread_cpu"] for k, v in found.items() if "adjoint" in k)
+    return {
+        "size": size,
+        "rank": OPERATOR_RANK,
+        "psf_size": PSF_SIZE,
+        "threads": torch.get_num_threads(),
+        "fft_shapes": {p: list(op._lowrank(x)[0]) for p, op in ops.items()},
+        "seconds": {
+            clock: {k: round(v, 4) for k, v in per.items()} for clock, per in seconds.items()
+        },
+        "ratios": found,
+        "deepinv": deepinv_status,
+        "targets": {
+            "adjoint / forward <= 1.2 (every padding, thread CPU time)": worst <= 1.2,
+            "circular forward no slower than zero": found["circular forward / zero forward"][
+                "thread_cpu"
+            ]
+            <= 1.0,
+        },
+    }
 
 
 def _run_case(size: int, method: str, output: Path) -> dict:
