@@ -14,6 +14,7 @@ from coordgate.plots.common import FONT_SIZE, image_panel, new_figure, save_figu
 
 __all__ = [
     "FAMILY_STYLE",
+    "depth_alpha",
     "error_map_figure",
     "family",
     "metric_vs_params_figure",
@@ -36,6 +37,13 @@ def family(name: str) -> str:
     """The model family of a registry name: ``cg-unet3`` -> ``cg-unet``,
     ``cg-unet3-narrow`` -> ``cg-unet-narrow``."""
     return re.sub(r"\d+", "", name)
+
+
+def depth_alpha(name: str) -> float:
+    """Line opacity by U-Net depth d (``unet6`` 0.8, ``unet3`` 0.35): one family's depths
+    share a colour and differ in strength."""
+    depth = int(re.search(r"\d+", name).group())
+    return min(1.0, 0.35 + 0.15 * (depth - 3))
 
 
 def metric_vs_params_figure(
@@ -83,12 +91,11 @@ def validation_curves_figure(rows: Sequence[Mapping], path: Path) -> Path:
     axes = figure.subplots()
     for r in rows:
         _, colour, marker = FAMILY_STYLE[family(r["name"])]
-        depth = int(re.search(r"\d+", r["name"]).group())  # U-Net(d)
         axes.plot(
             range(1, len(r["val_psnr"]) + 1),
             r["val_psnr"],
             color=colour,
-            alpha=0.35 + 0.15 * (depth - 3),
+            alpha=depth_alpha(r["name"]),
             label=r["name"],
             marker=marker,
             markersize=2,
@@ -152,7 +159,15 @@ def error_map_figure(
     axes = grid[-1]
     for name in maps:
         _, colour, marker = FAMILY_STYLE[family(name)]
-        axes.plot(radius, profiles[name], color=colour, marker=marker, markersize=3, label=name)
+        axes.plot(
+            radius,
+            profiles[name],
+            color=colour,
+            alpha=depth_alpha(name),
+            marker=marker,
+            markersize=3,
+            label=name,
+        )
     axes.set_xlabel("distance from centre (normalised)", fontsize=FONT_SIZE)
     axes.set_ylabel("mean squared error", fontsize=FONT_SIZE)
     axes.tick_params(labelsize=FONT_SIZE - 1)
