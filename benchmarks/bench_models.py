@@ -34,6 +34,7 @@ import torch
 
 from benchmarks.timing import ratios, threads, time_clocks
 from coordgate.models import build_model, count_parameters
+from coordgate.timing import adam_step
 
 __all__ = ["run"]
 
@@ -77,20 +78,10 @@ _DEBLUR = textwrap.dedent(
 
 def _train_step(name: str, generator: torch.Generator):
     size, frame, batch = PRESET["size"], PRESET["frame"], PRESET["batch"]
-    options = dict(base_channels=PRESET["base_channels"])
-    model = build_model(name, **options)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = build_model(name, base_channels=PRESET["base_channels"])
     blurred, sharp = torch.rand(2, batch, 1, size, size, generator=generator)
     origin = torch.randint(0, frame - size + 1, (batch, 2), generator=generator)
-    full_size = (frame, frame)
-
-    def step() -> None:
-        optimiser.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(blurred, origin, full_size), sharp)
-        loss.backward()
-        optimiser.step()
-
-    return model, step
+    return model, adam_step(model, blurred, sharp, origin, (frame, frame))
 
 
 def _gate_training_steps() -> dict:
@@ -108,15 +99,7 @@ def _gate_training_steps() -> dict:
     ):
         torch.manual_seed(0)
         model = build_model(name, base_channels=8)
-        optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step(model=model, optimiser=optimiser, origin=origin) -> None:
-            optimiser.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(model(blurred, origin, (256, 256)), sharp)
-            loss.backward()
-            optimiser.step()
-
-        steps[label] = step
+        steps[label] = adam_step(model, blurred, sharp, origin, (256, 256))
     return steps
 
 

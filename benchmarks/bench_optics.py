@@ -175,7 +175,7 @@ def _operators(quick: bool) -> dict:
         "rank": OPERATOR_RANK,
         "psf_size": PSF_SIZE,
         "threads": torch.get_num_threads(),
-        "fft_shapes": {p: list(op._lowrank(x)[0]) for p, op in ops.items()},
+        "fft_shapes": {p: list(op._lowrank(x).shape) for p, op in ops.items()},
         "seconds": {
             clock: {k: round(v, 4) for k, v in per.items()} for clock, per in seconds.items()
         },

@@ -345,6 +345,11 @@ def pixel_union(
     return PixelUnion(torch.stack(coords[::-1]).to(dtype), index)
 
 
+# A table of every possible pixel is marked instead of sorting the pixels while it holds at
+# most this many entries per pixel.
+_TABLE_FACTOR = 4
+
+
 def _lattice_step(frames: Sequence[Frame]) -> int | None:
     """The smallest power of two ``s`` (at most 1024) that makes every frame's origin and
     their common full size whole numbers, or None."""
@@ -378,7 +383,7 @@ def _lattice_union(
     if step is None:
         return None
     lattice = [int(f * step) for f in frames[0].full_size]
-    if math.prod(lattice) > 4 * len(frames) * math.prod(size):
+    if math.prod(lattice) > _TABLE_FACTOR * len(frames) * math.prod(size):
         return None
     corners = [[int(o * step) for o in f.origin] for f in frames]
     spans = [
@@ -401,7 +406,7 @@ def _lattice_union(
 def _distinct(key: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The sorted distinct values of an integer tensor ``key`` in [0, bound) and the index
     of each element among them (``torch.unique(key, return_inverse=True)``)."""
-    if bound > 4 * key.numel():
+    if bound > _TABLE_FACTOR * key.numel():
         return torch.unique(key, return_inverse=True)
     # Marking a table of every possible key is cheaper than sorting when it is small.
     present = torch.zeros(bound, dtype=torch.bool, device=key.device)

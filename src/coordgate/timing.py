@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["CLOCKS", "median_seconds", "threads", "time_clocks", "time_interleaved"]
+__all__ = ["CLOCKS", "adam_step", "median_seconds", "threads", "time_clocks", "time_interleaved"]
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread_cpu": time.thread_time}
 
@@ -99,3 +99,19 @@ def threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def adam_step(
+    model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, *where, lr: float = 1e-3
+) -> Callable[[], None]:
+    """A case for the timers: one Adam step (rate ``lr``) on the MSE of
+    ``model(inputs, *where)`` against ``target``; ``where`` places the inputs on the
+    sensor (origin, full size) for the models that take it."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(inputs, *where), target).backward()
+        optimiser.step()
+
+    return step

@@ -36,7 +36,7 @@ from coordgate.report import (
     markdown_table,
     write_json,
 )
-from coordgate.timing import threads, time_clocks
+from coordgate.timing import adam_step, threads, time_clocks
 
 __all__ = ["MODELS", "PRESETS", "add_arguments", "gate_width_claims", "run", "run_study"]
 
@@ -88,18 +88,17 @@ def run_study(
     """Train or reuse both models for each lens (``OUT/LENS``), compare them, time a
     training step, judge the claims and write the outputs. Returns ``results.json``'s
     content."""
+    out = Path(out)
     results = {
         "preset": asdict(preset),
         "seed": seed,
         "environment": environment(),
-        "lenses": lens_study.train_lenses(
-            preset, Path(out), lenses, COMPARISONS, seed, device, progress
-        ),
+        "lenses": lens_study.train_lenses(preset, out, lenses, COMPARISONS, seed, device, progress),
         "training_step": training_step_cost(preset),
     }
     results["claims"] = [claim.to_dict() for claim in gate_width_claims(results)]
-    write_json(results, Path(out) / "results.json")
-    atomic_write_text(Path(out) / "report.md", report_markdown(results))
+    write_json(results, out / "results.json")
+    atomic_write_text(out / "report.md", report_markdown(results))
     return results
 
 
@@ -115,15 +114,7 @@ def training_step_cost(preset: deblur.Preset, repeats: int = 7) -> dict:
     for name in ("unet3", *MODELS):
         torch.manual_seed(0)
         model = build_model(name, base_channels=preset.base_channels)
-        optimiser = torch.optim.Adam(model.parameters(), lr=preset.lr)
-
-        def step(model=model, optimiser=optimiser) -> None:
-            optimiser.zero_grad(set_to_none=True)
-            prediction = model(blurred, origins, (frame, frame))
-            torch.nn.functional.mse_loss(prediction, sharp).backward()
-            optimiser.step()
-
-        steps[name] = step
+        steps[name] = adam_step(model, blurred, sharp, origins, (frame, frame), lr=preset.lr)
     with threads(1):
         seconds = time_clocks(steps, repeats=repeats, warmup=2)["thread_cpu"]
     return {

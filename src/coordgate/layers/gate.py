@@ -261,8 +261,8 @@ class CoordGate(nn.Module):
         out = self._encode(union.points)
         if union.index is None:
             return out.view(1, self.channels, *size)
-        frames = union.index.shape[0]
-        gates = out.index_select(1, union.index.view(-1)).view(self.channels, frames, *size)
+        count = union.index.shape[0]
+        gates = out.index_select(1, union.index.view(-1)).view(self.channels, count, *size)
         return gates.transpose(0, 1)  # a strided view: the multiply reads it as it is
 
     def _encode(self, points: torch.Tensor) -> torch.Tensor:

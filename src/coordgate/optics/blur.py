@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -261,6 +261,18 @@ def _choose_rank(singular_values: torch.Tensor, rank: int | None) -> int:
     return rank
 
 
+class _LowRank(NamedTuple):
+    """What the low-rank operator caches per device and dtype: the FFT grid, the kernels'
+    spectra and weights (K, Sh, Sw) of the forward, and their paired forms of the adjoint
+    (:func:`~coordgate.optics.fourier.adjoint_spectra`, ``adjoint_weights``)."""
+
+    shape: tuple[int, int]
+    spectra: torch.Tensor
+    weights: torch.Tensor
+    adjoint_spectra: torch.Tensor
+    adjoint_weights: torch.Tensor
+
+
 class SpatiallyVaryingBlur(BlurOperator):
     """Blur of an ``image_size`` frame by a :class:`PSFField` (see the module docstring).
 
@@ -425,13 +437,13 @@ class SpatiallyVaryingBlur(BlurOperator):
 
     # lowrank: product-convolution with cached spectra
 
-    def _lowrank(self, like: torch.Tensor) -> tuple:
-        """(FFT shape, spectra, weights, adjoint spectra, adjoint weights) for ``like``."""
+    def _lowrank(self, like: torch.Tensor) -> _LowRank:
+        """The cached spectra and weights for ``like``'s device and dtype."""
         key = (like.device, like.dtype)
         if key not in self._cache:
             shape = self._fft_shape(self.image_size)
             kernels, weights = self.kernels.to(like), self.weights.to(like)
-            self._cache[key] = (
+            self._cache[key] = _LowRank(
                 shape,
                 kernel_spectra(kernels, shape),
                 weights,
@@ -443,9 +455,11 @@ class SpatiallyVaryingBlur(BlurOperator):
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
         n, ch, h, w = x.shape
         if self.method == "lowrank":
-            shape, spectra, weights, _, _ = self._lowrank(x)
+            lowrank = self._lowrank(x)
             xs = extend(x, self.fft_margin, self.padding)
-            return product_convolution(xs, spectra, weights, shape, self.fft_margin)
+            return product_convolution(
+                xs, lowrank.spectra, lowrank.weights, lowrank.shape, self.fft_margin
+            )
         xs = extend(x, self.margin, self.padding)
         c0 = self.margin + self.psf_size // 2
         light = _LinearMap.apply(
@@ -456,8 +470,10 @@ class SpatiallyVaryingBlur(BlurOperator):
     def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
         n, ch = y.shape[:2]
         if self.method == "lowrank":
-            shape, _, _, spectra, weights = self._lowrank(y)
-            z = product_convolution_adjoint(y, spectra, weights, shape, self.fft_margin)
+            lowrank = self._lowrank(y)
+            z = product_convolution_adjoint(
+                y, lowrank.adjoint_spectra, lowrank.adjoint_weights, lowrank.shape, self.fft_margin
+            )
             return extend_adjoint(z, self.fft_margin, self.padding)
         else:
             c0 = self.margin + self.psf_size // 2
