@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.timing import load
+from coordgate.atomic import atomic_write_text
 from coordgate.provenance import environment
 
 HERE = Path(__file__).parent
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": result,
         }
         path = args.out / f"{name}.json"
-        path.write_text(json.dumps(record, indent=2))
+        atomic_write_text(path, json.dumps(record, indent=2))
         print(json.dumps(result, indent=2))
         print(f"-> {path}", flush=True)
     return 0
