@@ -38,6 +38,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -98,7 +99,9 @@ def _train_step(name: str, generator: torch.Generator):
     return model, adam_step(model, blurred, sharp, origin, (frame, frame))
 
 
-def _gate_evaluations(model, origins: torch.Tensor, crop: int, sensor: int):
+def _gate_evaluations(
+    model: torch.nn.Module, origins: torch.Tensor, crop: int, sensor: int
+) -> Callable[[], None]:
     """A case for the timers: every gate of a CG U-Net evaluated for the crops at
     ``origins``, at its level, forward and backward (what a per-sample step spends on
     gates besides multiplying the features)."""
