@@ -17,8 +17,9 @@ Issue 14, on one thread, timed in turns (wall and thread-CPU clocks):
   one frame for the batch, CG U-Net(3) and CG U-Net(3) with narrow gates
   (``cg-unet3-narrow``, encoders as wide as the gated channels) with a sensor origin per
   sample (random crops); and the gates' own share of a per-sample step, their four
-  evaluations (coordinate encoders over the crops' pixel unions, gathered per crop)
-  forward and backward without the convolutions, a floor for the per-sample step's ratio;
+  evaluations as the step computes them (coordinate encoders over each level's pixel
+  union of the crops, gathered per crop) forward and backward without the convolutions
+  or the multiply, a floor for the per-sample step's ratio;
 - ``inference``: CG U-Net(3) / U-Net(3) in eval, base_channels 8, a 256x256 image whole
   and a 2048x2048 image (1024x1024 with ``--quick``) tiled by ``predict(tile="auto")``;
   steady state (gates cached by the first call, as for every further frame of a
@@ -44,6 +45,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import ratios, threads, time_clocks
+from coordgate.frames import batch_frames
 from coordgate.models import build_model, count_parameters
 from coordgate.timing import adam_step
 
@@ -100,23 +102,23 @@ def _train_step(name: str, generator: torch.Generator):
 
 
 def _gate_evaluations(
-    model: torch.nn.Module, origins: torch.Tensor, crop: int, sensor: int
+    model: torch.nn.Module, inputs: torch.Tensor, origins: torch.Tensor, sensor: int
 ) -> Callable[[], None]:
-    """A case for the timers: every gate of a CG U-Net evaluated for the crops at
-    ``origins``, at its level, forward and backward (what a per-sample step spends on
-    gates besides multiplying the features)."""
+    """A case for the timers: every gate of a CG U-Net computed for ``inputs`` at
+    ``origins`` as a training step computes it (``CoordGate.weights_for`` on its level's
+    frames, one pixel union per level), forward and backward: what a per-sample step
+    spends on gates besides multiplying the features."""
+    # down_gates[l] gates level l, up_gates[l] level l + 1 (CoordGateUNet._output_gate)
     placed = [(g, level) for level, g in enumerate(model.down_gates)]
     placed += [(g, level + 1) for level, g in enumerate(model.up_gates)]
 
     def evaluate() -> None:
-        outputs = [
-            gate.gates(
-                (crop >> level,) * 2,
-                (origins / 2**level).tolist(),
-                [[sensor / 2**level] * 2] * len(origins),
-            )
-            for gate, level in placed
-        ]
+        frames = batch_frames(inputs, origins, (sensor, sensor))
+        levels = [frames.scaled(level) for level in range(model.depth)]
+        outputs = []
+        for gate, level in placed:
+            like = inputs.new_empty(1).expand(len(inputs), gate.channels, *levels[level].size)
+            outputs.append(gate.weights_for(like, levels[level]))
         torch.autograd.backward(outputs, [torch.ones_like(o) for o in outputs])
 
     return evaluate
@@ -142,7 +144,7 @@ def _gate_training_steps(base_channels: int) -> dict:
     for name in GATED:
         torch.manual_seed(0)
         model = build_model(name, base_channels=base_channels)
-        steps[f"{name} gate evaluations"] = _gate_evaluations(model, origins, 64, 256)
+        steps[f"{name} gate evaluations"] = _gate_evaluations(model, blurred, origins, 256)
     return steps
 
 
