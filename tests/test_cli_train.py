@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -203,3 +208,66 @@ def test_train_and_evaluate_need_a_pair_cache(tmp_path, capsys):
     ckpt = checkpoint(tmp_path)
     assert main(["evaluate", "--checkpoint", ckpt, "--data", str(tmp_path / "nothing")]) == 2
     assert "no pair cache" in capsys.readouterr().err
+
+
+def _train_process(cache: str, out, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "coordgate.cli", *train_args(cache, out, *extra)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_budgeted_run_killed_and_resumed_is_its_planned_run(pair_cache, tmp_path):
+    """kill -9 in the middle of a --time-budget run; --resume keeps the plan, and the
+    weights equal those of a run of the planned epochs, bit for bit."""
+    run, budget = tmp_path / "budget", ("--time-budget", "8s", "--crops-per-frame", "24")
+    process = _train_process(pair_cache, run, *budget)
+    state = run / "last.state.pt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file() and len(json.loads((run / "metrics.json").read_text())["history"]) >= 4:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stdout.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run / "finished.json").exists()
+    resumed = _train_process(pair_cache, run, *budget, "--resume")
+    printed = resumed.communicate(timeout=240)[0].decode()
+    assert resumed.returncode == 0, printed
+    finished = json.loads((run / "finished.json").read_text())["result"]
+    plan = finished["plan"]
+    assert plan["by"] == "time_budget" and len(finished["history"]) == plan["epochs"] > 4
+    assert finished["history"][-1]["lr"] == pytest.approx(2e-5)
+    assert f"planned {plan['epochs']} epochs (time budget)" in printed
+
+    fixed = tmp_path / "fixed"
+    args = train_args(pair_cache, fixed, "--epochs", str(plan["epochs"]), "--crops-per-frame", "24")
+    assert main(args) == 0
+    a = torch.load(run / "last.state.pt", weights_only=False)["model"]
+    b = torch.load(fixed / "last.state.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_help_states_the_config_defaults():
+    from coordgate.commands.train import HELP_DEFAULTS
+    from coordgate.training import CPU_SCHEDULE, TrainConfig
+
+    defaults = TrainConfig()
+    assert HELP_DEFAULTS["lr"] == CPU_SCHEDULE["lr"]
+    assert HELP_DEFAULTS["warmup_epochs"] == CPU_SCHEDULE["warmup_epochs"]
+    assert HELP_DEFAULTS["lr_patience"] == defaults.lr_patience
+    assert HELP_DEFAULTS["min_improvement"] == defaults.min_improvement
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--epochs", "3", "--steps", "5"], "give one of them"),
+        (["--time-budget", "soon"], "duration"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--early-stopping", "3"], "plateau"),
+    ],
+)
+def test_train_rejects_conflicting_lengths(pair_cache, tmp_path, capsys, change, message):
+    assert main(train_args(pair_cache, tmp_path / "run", *change)) == 2
+    assert message in capsys.readouterr().err

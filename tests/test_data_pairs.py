@@ -280,3 +280,42 @@ def test_dataset_batches_and_pickles(tmp_path, field):
     assert batch["blurred"].shape == (4, 1, 16, 16) and batch["origin"].shape == (4, 2)
     copy = pickle.loads(pickle.dumps(dataset))
     assert torch.equal(copy[3]["blurred"], dataset[3]["blurred"])
+
+
+def _coverage(full: tuple[int, int], crop: int, how: str, draws: int) -> np.ndarray:
+    """How often each pixel lies in a crop over ``draws`` origins of ``how``."""
+    rng, counts = np.random.default_rng(0), np.zeros(full)
+    for _ in range(draws):
+        r, c = (pairs.crop_origin(rng, f, crop, how) for f in full)
+        counts[r : r + crop, c : c + crop] += 1
+    return counts
+
+
+def test_covering_origins_train_edges_and_corners_as_often_as_the_centre():
+    full, crop = (96, 80), 16
+    covering = _coverage(full, crop, "covering", 20000)
+    centre = covering[40:56, 32:48].mean()
+    # at most twice per axis: four times where the two edge bands meet
+    assert covering.min() / centre >= 0.85 and covering.max() / centre <= 4.5
+    assert covering[crop:-crop, crop:-crop].max() / centre < 1.25
+    for corner in (covering[0, 0], covering[0, -1], covering[-1, 0], covering[-1, -1]):
+        assert corner / centre >= 0.85
+    # the uniform draw starves the first row and the corners
+    uniform = _coverage(full, crop, "uniform", 20000)
+    assert uniform[0].mean() / uniform[40:56, 32:48].mean() < 0.15
+    assert uniform[0, 0] / uniform[40:56, 32:48].mean() < 0.02
+
+
+def test_an_epoch_of_covering_crops_reaches_every_pixel(tmp_path, field):
+    cache = _build(tmp_path / "c", field, noise=None)
+    data = PairDataset(cache, "train", crop=9, crops_per_frame=400, seed=2)
+    counts = np.zeros(SIZE)
+    for i in range(len(data)):
+        (r, c), (h, w) = data[i]["origin"].tolist(), data.crop
+        counts[r : r + h, c : c + w] += 1
+    centre = counts[14:23, 11:20].mean()
+    edges = [counts[0], counts[-1], counts[:, 0], counts[:, -1]]
+    assert min(edge.mean() for edge in edges) / centre >= 0.9
+    assert counts.min() / centre >= 0.5
+    with pytest.raises(ValueError, match="crop_origins"):
+        PairDataset(cache, "train", crop=9, crop_origins="edges")

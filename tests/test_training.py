@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -307,17 +308,71 @@ def test_plateau_halves_learning_rate_and_stops_early(tmp_path):
     assert result.series("lr") == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
 
 
-def test_warm_up_then_cosine_then_early_stopping(tmp_path):
+def test_warm_up_then_cosine_over_the_planned_epochs(tmp_path):
     # 4 items, batch 4: one step per epoch, so the warm-up epochs end at lr/2 and lr
-    config = quiet(
-        epochs=12, lr=1e-3, warmup_epochs=2, schedule="cosine", anneal_epochs=4,
-        final_lr_fraction=0.1, early_stopping_patience=7,
-    )  # fmt: skip
+    config = quiet(epochs=7, lr=1e-3, warmup_epochs=2, schedule="cosine", final_lr_fraction=0.1)
     result = fit(Frozen(), PairSet(4, seed=0), PairSet(2, seed=1), config, tmp_path)
     floor = 1e-4
-    cosine = [floor + (1e-3 - floor) * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
-    assert result.series("lr")[2:] == pytest.approx(cosine + [floor] * 2)
-    assert result.stop_reason == "early_stopping" and len(result.history) == 8
+    cosine = [floor + (1e-3 - floor) * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(5)]
+    assert result.series("lr") == pytest.approx([5e-4, 1e-3] + cosine)
+    assert result.series("lr")[-1] == pytest.approx(floor)
+    assert result.stop_reason == "epochs" and result.plan == {
+        "by": "epochs", "epochs": 7, "steps": 7, "steps_per_epoch": 1,
+    }  # fmt: skip
+
+
+def test_steps_plan_whole_epochs(tmp_path):
+    # 8 items, batch 4: two steps per epoch; 5 steps round up to 3 epochs
+    config = quiet(epochs=100, steps=5, warmup_epochs=1, schedule="cosine")
+    result = fit(Frozen(), PairSet(8, seed=0), PairSet(2, seed=1), config, tmp_path)
+    assert len(result.history) == 3 and result.plan["by"] == "steps"
+    assert result.plan["steps"] == 6 and result.series("lr")[-1] == pytest.approx(1e-5)
+
+
+def test_time_budget_plans_the_epochs_that_fit_and_anneals(tmp_path):
+    class Slow(Frozen):
+        """0.05 s per training step: epochs of a known duration."""
+
+        def forward(self, x, origin=None, full_size=None):
+            if self.training:
+                time.sleep(0.05)
+            return super().forward(x)
+
+    # one step per epoch, ~0.05 s: a 1 s budget plans about 20 epochs
+    config = quiet(epochs=1000, time_budget_s=1.0, warmup_epochs=1, schedule="cosine")
+    result = fit(Slow(), PairSet(4, seed=0), PairSet(2, seed=1), config, tmp_path)
+    plan = result.plan
+    assert plan["by"] == "time_budget" and plan["planned_after_epoch"] == 2
+    assert 10 <= plan["epochs"] <= 21 and len(result.history) == plan["epochs"]
+    assert result.series("lr")[-1] == pytest.approx(1e-5)
+    assert result.train_time_s == pytest.approx(1.0, rel=0.3)
+
+
+def test_early_stopping_needs_the_plateau_schedule():
+    with pytest.raises(ValueError, match="plateau"):
+        TrainConfig(schedule="cosine", early_stopping_patience=3)
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(steps=10, time_budget_s=60)
+
+
+def test_loss_follows_the_model_or_the_config(tmp_path):
+    class Offset(Frozen):
+        training_loss = "mae"
+
+    train, val = PairSet(4, seed=0), PairSet(2, seed=1)
+    for model, loss, expected in ((Offset(), "auto", F.l1_loss), (Frozen(), "auto", F.mse_loss),
+                                  (Offset(), "mse", F.mse_loss)):  # fmt: skip
+        result = fit(
+            model,
+            train,
+            val,
+            quiet(epochs=1, loss=loss),
+            tmp_path / f"{expected.__name__}{type(model).__name__}",
+        )
+        batch = next(iter(torch.utils.data.DataLoader(train, batch_size=4)))
+        assert result.history[0]["train_loss"] == pytest.approx(
+            expected(batch["blurred"], batch["sharp"]).item(), rel=1e-5
+        )
 
 
 def test_small_improvements_do_not_reset_patience(tmp_path):
@@ -353,7 +408,7 @@ def test_small_improvements_do_not_reset_patience(tmp_path):
 
 def test_resume_under_warm_up_and_cosine_is_bit_identical(tmp_path):
     train, val = PairSet(8, seed=0, augment=True), PairSet(4, seed=1)
-    schedule = {"warmup_epochs": 1, "schedule": "cosine", "anneal_epochs": 2}
+    schedule = {"warmup_epochs": 1, "schedule": "cosine"}
     straight = new_model(PLAIN)
     fit(straight, train, val, quiet(epochs=3, **schedule), tmp_path / "a", model_spec=PLAIN)
     interrupted = Interrupting(8, seed=0, augment=True, at=1 + 8 + 5)
@@ -367,7 +422,7 @@ def test_resume_under_warm_up_and_cosine_is_bit_identical(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_time_budget_stops_after_first_epoch(tmp_path):
+def test_time_budget_under_the_plateau_rule_stops_by_the_clock(tmp_path):
     config = quiet(epochs=10, time_budget_s=1e-6)
     result = fit(Frozen(), PairSet(4, seed=0), PairSet(2, seed=1), config, tmp_path)
     assert result.stop_reason == "time_budget" and len(result.history) == 1
@@ -383,6 +438,8 @@ def test_time_budget_stops_after_first_epoch(tmp_path):
         ({"early_stopping_patience": 0}, "early_stopping_patience"),
         ({"time_budget_s": 0}, "time_budget_s"),
         ({"schedule": "step"}, "schedule"),
+        ({"steps": 0}, "steps"),
+        ({"loss": "huber"}, "loss"),
         ({"min_improvement": 1.0}, "min_improvement"),
         ({"warmup_epochs": -1}, "warmup_epochs"),
     ],

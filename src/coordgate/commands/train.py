@@ -8,9 +8,14 @@ the whole val frames after every epoch and writes checkpoints and metrics to ``-
 ``--resume`` continues an interrupted run. Under ``torchrun`` the same command trains
 data-parallel.
 
-The defaults are the deblurring study's: residual learning, base width 8, and the
-schedule that converges on a CPU budget (``coordgate.training.CPU_SCHEDULE``: warm-up,
-a cosine over ``--epochs``, then early stopping once validation stops improving).
+What a run takes is planned before it starts, and it stops when its plan is done:
+``--time-budget`` (default 8m) fits the epochs that end within it, measured on the first
+epochs, and spreads one epoch of warm-up and a cosine of the learning rate over them, so
+the learning rate is annealed when the budget ends; ``--epochs`` or ``--steps`` plan a
+fixed length instead (the same numbers on every machine). Early stopping
+(``--early-stopping``) needs the paper's plateau schedule (``--schedule plateau``): under
+the cosine it would stop a run before its learning rate is annealed. The other defaults
+are the deblurring study's: residual learning, base width 8, peak learning rate 2e-3.
 """
 
 from __future__ import annotations
@@ -18,14 +23,43 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from coordgate.models import DeblurringModel
 
-__all__ = ["parse_options", "register", "train_config"]
+__all__ = [
+    "DEFAULT_TIME_BUDGET_S",
+    "HELP_DEFAULTS",
+    "parse_duration",
+    "parse_options",
+    "register",
+    "train_config",
+]
 
 _DEFAULT_BASE_CHANNELS = 8
+#: The default time budget: the epochs that fit, annealed at the end (new-user flow:
+#: about 9 minutes with data loading and validation on 2 cores).
+DEFAULT_TIME_BUDGET_S = 480.0
+_EPOCH_CAP = 100_000
+#: The defaults ``--help`` states, without importing torch to register the command:
+#: ``coordgate.training.CPU_SCHEDULE`` and ``TrainConfig``'s (a test compares them).
+HELP_DEFAULTS = {"lr": 2e-3, "warmup_epochs": 1, "lr_patience": 10, "min_improvement": 1e-4}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"300"``, ``"300s"``, ``"10m"``, ``"1.5h"`` or ``"1h30m"``.
+
+    >>> parse_duration("1h30m"), parse_duration("10m"), parse_duration("45")
+    (5400.0, 600.0, 45.0)
+    """
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)h)?\s*(?:(\d+(?:\.\d*)?)m)?\s*"
+                         r"(?:(\d+(?:\.\d*)?)s?)?\s*", text)  # fmt: skip
+    if not text.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"a duration must read like 300, 300s, 10m, 1.5h or 1h30m; got {text!r}")
+    return sum(float(v) * f for v, f in zip(match.groups(), units.values()) if v)
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
@@ -50,7 +84,9 @@ def model_options(args: argparse.Namespace, cache) -> dict[str, object]:
 
     options = parse_options(args.option)
     accepted = lookup_model(args.model).options
-    if args.base_channels is not None or "base_channels" not in options:
+    if args.base_channels is not None or (
+        "base_channels" in accepted and "base_channels" not in options
+    ):
         options["base_channels"] = args.base_channels or _DEFAULT_BASE_CHANNELS
     if "residual" in accepted and "residual" not in options:
         options["residual"] = args.residual
@@ -61,41 +97,63 @@ def model_options(args: argparse.Namespace, cache) -> dict[str, object]:
 
 
 def train_config(args: argparse.Namespace):
-    """The TrainConfig of the command's options; unset ones take the study's schedule.
-    ``--epochs`` is the most the run may take: under the cosine schedule the warm-up and
-    the cosine fill it but for the early-stopping patience, so that a run whose validation
-    stops improving at the low final learning rate ends by early stopping."""
+    """The TrainConfig of the command's options; unset ones take the study's schedule
+    (``CPU_SCHEDULE``). The run's length: ``--epochs``, ``--steps`` or ``--time-budget``
+    (the default, :data:`DEFAULT_TIME_BUDGET_S`, when neither of the others is given)."""
     from coordgate.training import CPU_SCHEDULE, TrainConfig
 
-    given = {
-        "lr": args.lr,
-        "schedule": args.schedule,
-        "early_stopping_patience": args.early_stopping,
-        "min_improvement": args.min_improvement,
-    }
-    chosen = {k: CPU_SCHEDULE[k] if v is None else v for k, v in given.items()}
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    lengths = [n for n in ("epochs", "steps", "time_budget") if getattr(args, n) is not None]
+    if len(lengths) > 1:
+        flags = " and ".join("--" + name.replace("_", "-") for name in lengths)
+        raise ValueError(f"{flags} each plan the run's length; give one of them")
+    schedule = args.schedule or CPU_SCHEDULE["schedule"]
+    budget = None
+    for name in ("epochs", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    if not lengths or args.time_budget is not None:
+        budget = (
+            DEFAULT_TIME_BUDGET_S if args.time_budget is None else parse_duration(args.time_budget)
+        )
+    if budget is not None and budget <= 0:
+        raise ValueError(f"--time-budget must be positive, got {args.time_budget!r}")
+    epochs = args.epochs or _EPOCH_CAP
     warmup = args.warmup_epochs
     if warmup is None:
-        warmup = min(CPU_SCHEDULE["warmup_epochs"], args.epochs - 1)
-    patience = chosen["early_stopping_patience"] or 0
+        warmup = min(CPU_SCHEDULE["warmup_epochs"], epochs - 1)
     return TrainConfig(
-        epochs=args.epochs,
+        epochs=epochs,
+        steps=args.steps,
+        time_budget_s=budget,
         batch_size=args.batch_size,
-        lr=chosen["lr"],
+        lr=args.lr or CPU_SCHEDULE["lr"],
         lr_patience=args.lr_patience,
-        early_stopping_patience=patience or None,
-        time_budget_s=args.time_budget,
+        early_stopping_patience=args.early_stopping or None,
         warmup_epochs=warmup,
-        min_improvement=chosen["min_improvement"],
-        schedule=chosen["schedule"],
-        anneal_epochs=max(1, args.epochs - warmup - patience),
+        min_improvement=args.min_improvement,
+        schedule=schedule,
+        loss=args.loss,
+        amp=args.amp,
+        channels_last=args.channels_last,
         seed=args.seed,
         device=args.device,
         num_workers=args.workers,
         progress=not args.no_progress,
     )
+
+
+def _length_text(config) -> str:
+    warmup = f"{config.warmup_epochs} epoch(s) of warm-up, then {config.schedule}"
+    if config.time_budget_s is not None:
+        return (
+            f"time budget {config.time_budget_s:.0f} s ({config.time_budget_s / 60:.1f} min): "
+            f"{warmup}; the epochs that fit are planned after the first "
+            f"{config.warmup_epochs + 1} (change it with --time-budget, --epochs or --steps)"
+        )
+    if config.steps is not None:
+        return f"{config.steps} steps, rounded up to whole epochs: {warmup}"
+    return f"{config.epochs} epochs: {warmup}"
 
 
 def _check_size(model: DeblurringModel, size: tuple[int, int], what: str) -> None:
@@ -136,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         "train",
         crop=args.crop,
         crops_per_frame=crops if args.crop else 1,
+        crop_origins=args.crop_origins,
         augment=args.augment,
         seed=args.seed,
     )
@@ -153,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
             "parameters": cache.manifest["parameters"],
             "counts": cache.manifest.get("counts"),
             "crop": list(train.crop),
+            "crop_origins": args.crop_origins,
             "augment": args.augment,
         },
     }
@@ -162,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
     if main:
         print(f"{args.model}: {count_parameters(model):,} parameters; {cache}")
         print(f"blurred input: val PSNR {baseline:.2f} dB; {len(train)} training samples/epoch")
+        print(f"plan: {_length_text(config)}")
     try:
         result = fit(
             model,
@@ -187,6 +248,13 @@ def _run(args: argparse.Namespace) -> int:
         f"blurred input's {baseline:.2f}), SSIM {best['val_ssim']:.4f}; "
         f"stopped: {result.stop_reason}"
     )
+    if result.plan is not None:
+        plan = result.plan
+        print(
+            f"planned {plan['epochs']} epochs ({plan['by'].replace('_', ' ')}), ran "
+            f"{len(result.history)} in {result.train_time_s:.0f} s; final lr "
+            f"{result.history[-1]['lr']:.3g}"
+        )
     return 0
 
 
@@ -198,13 +266,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="pair cache directory")
     parser.add_argument("--out", required=True, help="run directory, e.g. runs/cg-unet3")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=30,
-        help="at most this many epochs; warm-up and cosine span them (default %(default)s)",
+    length = parser.add_argument_group(
+        f"length of the run (one of these; default --time-budget {DEFAULT_TIME_BUDGET_S / 60:g}m)"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    length.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="train for about this long (300, 300s, 10m, 1h30m): the epochs that fit are "
+        "planned from the first epochs' timing and the cosine ends with the budget",
+    )
+    length.add_argument("--epochs", type=int, help="train exactly this many epochs")
+    length.add_argument(
+        "--steps", type=int, help="train this many optimiser steps (rounded up to whole epochs)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="(default %(default)s)")
     parser.add_argument(
         "--base-channels",
         type=int,
@@ -230,28 +305,68 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="crops drawn from each frame per epoch (default: enough to cover its area)",
     )
     parser.add_argument(
+        "--crop-origins",
+        choices=("covering", "uniform"),
+        default="covering",
+        help="covering (default): every sensor pixel, edges and corners included, is in a "
+        "crop at least as often as a central one; uniform: every origin equally likely "
+        "(edges starve)",
+    )
+    parser.add_argument(
         "--augment", action="store_true", help="random flips/rotations the blur commutes with"
     )
-    parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    parser.add_argument(
+        "--lr", type=float, help=f"peak learning rate (default {HELP_DEFAULTS['lr']:g})"
+    )
     parser.add_argument(
         "--schedule",
         choices=("cosine", "plateau"),
-        help="cosine (default) or the paper's plateau rule (lr halved after --lr-patience)",
+        help="cosine over the planned run (default) or the paper's plateau rule (lr "
+        "halved after --lr-patience epochs without improvement)",
     )
-    parser.add_argument("--warmup-epochs", type=int, help="linear warm-up (default 2)")
-    parser.add_argument("--lr-patience", type=int, default=10, help="plateau schedule only")
+    parser.add_argument(
+        "--warmup-epochs",
+        type=int,
+        help=f"linear warm-up (default {HELP_DEFAULTS['warmup_epochs']})",
+    )
+    parser.add_argument(
+        "--lr-patience",
+        type=int,
+        default=HELP_DEFAULTS["lr_patience"],
+        help="plateau schedule only (default %(default)s)",
+    )
     parser.add_argument(
         "--early-stopping",
         type=int,
         metavar="EPOCHS",
-        help="stop after this many epochs without improvement (0: never; default 4)",
+        help="plateau schedule only: stop after this many epochs without improvement "
+        "(default: never)",
     )
     parser.add_argument(
         "--min-improvement",
         type=float,
-        help="relative drop of the validation loss that counts as improvement (default 0.002)",
+        default=HELP_DEFAULTS["min_improvement"],
+        help="plateau schedule: relative drop of the validation loss that counts as "
+        "improvement (default %(default)s)",
     )
-    parser.add_argument("--time-budget", type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--loss",
+        choices=("auto", "mse", "mae"),
+        default="auto",
+        help="training loss (default auto: the model's own, mse for all but care-unet)",
+    )
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: on for CUDA with bf16, off on the CPU)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="channels-last memory for the model and batches (default: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")

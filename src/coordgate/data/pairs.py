@@ -53,7 +53,15 @@ from coordgate.data.normalization import PercentileNormalizer
 from coordgate.data.sensor import as_size, crop_at, dihedral, dihedral_origin, dihedral_size
 from coordgate.data.synthetic import MicroscopyStyle, synthetic_microscopy
 
-__all__ = ["SPLITS", "NoiseModel", "PairCache", "PairDataset", "build_pairs"]
+__all__ = [
+    "CROP_ORIGINS",
+    "SPLITS",
+    "NoiseModel",
+    "PairCache",
+    "PairDataset",
+    "build_pairs",
+    "crop_origin",
+]
 
 SPLITS = ("train", "val", "test")
 FORMAT = 1
@@ -501,6 +509,27 @@ def _blur(sharp: Path, blurred, operator, noise: NoiseModel | None, seed: int, s
 # -- the dataset ----------------------------------------------------------------------
 
 
+#: How crop origins are drawn along each axis of a frame of F pixels, for crops of h:
+#: ``"covering"``: from [-(h - 1), F - 1], clipped to [0, F - h], so every pixel, edges
+#: and corners included, lies in a crop at least as often as a central one (a pixel
+#: within h of an edge up to twice as often per axis, four times where two edge bands
+#: meet; density h / (F + h - 1) per draw in the centre); ``"uniform"``: every valid
+#: origin equally likely, which trains the first row 1 / h as often as the centre.
+CROP_ORIGINS = ("covering", "uniform")
+
+
+def crop_origin(rng: np.random.Generator, full: int, crop: int, how: str = "covering") -> int:
+    """One crop origin along an axis of ``full`` pixels (see :data:`CROP_ORIGINS`).
+
+    >>> rng = np.random.default_rng(0)
+    >>> sorted({crop_origin(rng, 6, 4) for _ in range(200)})
+    [0, 1, 2]
+    """
+    if how == "uniform" or crop == full:  # a whole frame: one origin, the same draw
+        return int(rng.integers(0, full - crop + 1))
+    return int(min(max(int(rng.integers(-(crop - 1), full)), 0), full - crop))
+
+
 def _crops_per_frame(value: int | str, crop: tuple[int, int], full: tuple[int, int]) -> int:
     if value == "area":
         return math.ceil(full[0] * full[1] / (crop[0] * crop[1]))
@@ -516,7 +545,9 @@ class PairDataset(Dataset):
     crop: None (whole frames) or a crop size, cut at a position drawn from
     ``(seed, epoch, index, k)``; crops_per_frame: crops ``k`` drawn from each frame per
     epoch (the data set's length is frames × crops_per_frame), ``"area"`` for as many as
-    cover the frame's area, ``ceil(H·W / (h·w))``; augment: random flips/rotations among the cache's
+    cover the frame's area, ``ceil(H·W / (h·w))``; crop_origins: how origins are drawn
+    (:data:`CROP_ORIGINS`: ``"covering"`` trains every sensor pixel at least as often as
+    a central one); augment: random flips/rotations among the cache's
     ``symmetries`` (none if the field has none), with ``origin`` moved accordingly.
 
     Item: dict with ``blurred`` and ``sharp`` (1, h, w) float32, ``origin`` and
@@ -533,7 +564,11 @@ class PairDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         crops_per_frame: int | str = 1,
+        crop_origins: str = "covering",
     ) -> None:
+        if crop_origins not in CROP_ORIGINS:
+            raise ValueError(f"crop_origins must be one of {CROP_ORIGINS}, got {crop_origins!r}")
+        self.crop_origins = crop_origins
         self.cache = cache if isinstance(cache, PairCache) else PairCache(cache)
         self.split, self.seed, self.epoch = split, int(seed), 0
         self.indices = self.cache.indices(split)
@@ -568,7 +603,10 @@ class PairDataset(Dataset):
         key = [self.seed, self.epoch, index, _SAMPLE_STREAM] + ([k] if k else [])
         rng = np.random.default_rng(key)
         (fh, fw), (h, w) = self.full_size, self.crop
-        origin = (int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1)))
+        origin = (
+            crop_origin(rng, fh, h, self.crop_origins),
+            crop_origin(rng, fw, w, self.crop_origins),
+        )
         transform = int(rng.choice(self.transforms))
         sample = {}
         for name, array in self._arrays.items():

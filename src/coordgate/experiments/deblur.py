@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from coordgate.data.normalization import PercentileNormalizer
-from coordgate.data.pairs import PairDataset, build_pairs
+from coordgate.data.pairs import CROP_ORIGINS, PairDataset, build_pairs
 from coordgate.data.samples import sample_images
 from coordgate.experiments._deblur_claims import deblur_claims
 from coordgate.experiments._deblur_report import write_outputs
 from coordgate.frames import coordinate_grid
 from coordgate.inference import predict
-from coordgate.models import build_model, count_parameters
+from coordgate.models import build_model, count_parameters, lookup_model
 from coordgate.models.multiwiener import psfs_from_field
 from coordgate.optics import DEFAULT_MAX_DEFOCUS, PSFField, SpatiallyVaryingBlur
 from coordgate.provenance import environment
@@ -53,6 +53,8 @@ __all__ = [
     "run",
     "run_study",
     "set_threads",
+    "study_pairs",
+    "train_model",
 ]
 
 ALL_MODELS = (
@@ -70,17 +72,19 @@ class Preset:
     (models train on whole frames) or the side of the random crops they train on, each
     with its sensor origin (the sensor regime; evaluation is always on whole frames,
     through :func:`coordgate.inference.predict`); ``crops_per_frame``: crops drawn from a
-    frame per epoch ("area": enough to cover it); ``images``: sharp frames, split 80/10/10
+    frame per epoch ("area": enough to cover it); ``crop_origins``: how their origins are
+    drawn (:data:`~coordgate.data.pairs.CROP_ORIGINS`); ``images``: sharp frames, split 80/10/10
     into train/val/test; ``max_defocus``: the lens's defocus in the corners (RMS waves,
     the project's default lens); ``aberrations``: its other
     :class:`~coordgate.optics.LensField` parameters (astigmatism, coma, spherical, tilt;
     none by default); ``residual``: every model learns the correction to the
     blurred input (output = input + network), which lets the small CPU budgets converge;
     the paper does not say either way. ``seeds``: seeds per model; the headline models
-    (:data:`HEADLINE`) get ``headline_seeds``. Schedule: Adam at ``lr`` after
-    ``warmup_epochs`` of linear warm-up, halved after ``lr_patience`` epochs whose
-    validation loss fell by less than ``min_improvement`` (relative), stopped after
-    ``early_stopping_patience`` such epochs."""
+    (:data:`HEADLINE`) get ``headline_seeds``. Schedule (:class:`TrainConfig`'s fields):
+    Adam at ``lr`` after ``warmup_epochs`` of linear warm-up; under ``"cosine"`` annealed
+    over the ``epochs`` of the run; under ``"plateau"`` (paper) halved after
+    ``lr_patience`` epochs whose validation loss fell by less than ``min_improvement``
+    (relative), stopped after ``early_stopping_patience`` such epochs."""
 
     name: str
     frame: int
@@ -89,8 +93,8 @@ class Preset:
     epochs: int
     batch_size: int
     lr_patience: int
-    early_stopping_patience: int | None
     models: tuple[str, ...]
+    early_stopping_patience: int | None = None
     time_budget_s: float | None = None
     max_defocus: float = DEFAULT_MAX_DEFOCUS
     aberrations: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -99,9 +103,9 @@ class Preset:
     warmup_epochs: int = 0
     min_improvement: float = 1e-4
     schedule: str = "plateau"
-    anneal_epochs: int = 1
     crop: int | None = None
     crops_per_frame: int | str = "area"
+    crop_origins: str = "covering"
     seeds: int = 1
     headline_seeds: int = 1
 
@@ -110,19 +114,20 @@ class Preset:
 HEADLINE = ("unet3", "unet6", "cg-unet3")
 # the plateau rule's patience is unused under the cosine schedule
 _CONVERGING = {**CPU_SCHEDULE, "lr_patience": 2}
+#: The cosine's length for the cpu and sensor presets: the plateau study's budget
+#: (``coordgate reproduce plateau``; see ``results/plateau/report.md``).
+CPU_EPOCHS = 280
 
 PRESETS = {
     # the demo: a few minutes on 2 cores; a higher peak rate and a fixed length
     "quick": Preset("quick", frame=64, images=600, base_channels=8, epochs=14, batch_size=16,
-                    models=("cg-unet3", "unet6"),
-                    **{**_CONVERGING, "lr": 3e-3, "anneal_epochs": 13,
-                       "early_stopping_patience": None}),
-    "cpu": Preset("cpu", frame=64, images=800, base_channels=8, epochs=30, batch_size=16,
-                  models=ALL_MODELS, time_budget_s=3000, headline_seeds=3, **_CONVERGING),
-    "sensor": Preset("sensor", frame=256, images=160, base_channels=8, epochs=30,
+                    models=("cg-unet3", "unet6"), **{**_CONVERGING, "lr": 3e-3}),
+    "cpu": Preset("cpu", frame=64, images=800, base_channels=8, epochs=CPU_EPOCHS,
+                  batch_size=16, models=ALL_MODELS, headline_seeds=3, **_CONVERGING),
+    "sensor": Preset("sensor", frame=256, images=160, base_channels=8, epochs=CPU_EPOCHS,
                      batch_size=16, crop=64, crops_per_frame=4,
                      models=("unet3", "unet6", "cg-unet3", "cg-unet6", "coordconv-unet6"),
-                     time_budget_s=3000, headline_seeds=3, **_CONVERGING),
+                     headline_seeds=3, **_CONVERGING),
     "paper": Preset("paper", frame=256, images=20000, base_channels=32, epochs=600,
                     batch_size=16, lr_patience=20, early_stopping_patience=None,
                     models=ALL_MODELS),
@@ -143,6 +148,7 @@ class SeedOutcome:
     centre_psnr_frames: list[float]
     real_psnr_frames: list[float]
     real_inner_psnr_frames: list[float]
+    real_edge_psnr_frames: list[float]
     ssim_frames: list[float]
     val_psnr: list[float]
 
@@ -162,6 +168,7 @@ class ModelOutcome:
     real_psnr: float
     real_psnr_std: float
     real_inner_psnr: float
+    real_edge_psnr: float
     real_ssim: float
     train_s: float
     infer_ms: float
@@ -190,6 +197,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=ALL_MODELS,
         default=None,
         help="models to train (default: the preset's)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="planned epochs of every run (default: the preset's)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        help="seeds of every model, headline ones included (default: the preset's)",
+    )
+    parser.add_argument(
+        "--crop-origins",
+        choices=CROP_ORIGINS,
+        help="how training crops are placed on the sensor (default: the preset's, covering)",
     )
     add_run_arguments(parser)
 
@@ -223,6 +243,16 @@ def run(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     if args.models:
         preset = replace(preset, models=tuple(args.models))
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        preset = replace(preset, epochs=args.epochs)
+    if args.crop_origins:
+        preset = replace(preset, crop_origins=args.crop_origins)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        preset = replace(preset, seeds=args.seeds, headline_seeds=args.seeds)
     results = run_study(
         preset, args.out, seed=args.seed, device=args.device, progress=not args.no_progress
     )
@@ -251,6 +281,8 @@ def print_summary(results: dict, out: Path) -> None:
 
 def _model_options(name: str, preset: Preset, field) -> dict:
     options: dict = {"base_channels": preset.base_channels, "residual": preset.residual}
+    if "base_channels" not in lookup_model(name).options:  # a fixed configuration (CARE's)
+        del options["base_channels"]
     if name.startswith("multiwiener"):
         options["psfs"] = psfs_from_field(field, grid=3).tolist()
     if name.startswith("lcn"):
@@ -344,6 +376,7 @@ def train_model(
         "train",
         crop=preset.crop,
         crops_per_frame=preset.crops_per_frame if preset.crop else 1,
+        crop_origins=preset.crop_origins,
         augment=True,
         seed=seed,
     )
@@ -420,6 +453,7 @@ def _score_seed(model, result, seed: int, frames: _Frames) -> tuple[SeedOutcome,
         centre_psnr_frames=_per_frame_psnr(prediction, frames.test_sharp, frames.centre),
         real_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp),
         real_inner_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp, frames.inner),
+        real_edge_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp, ~frames.inner),
         ssim_frames=ssim(prediction, frames.test_sharp, reduce_dims=(1, 2, 3)).tolist(),
         val_psnr=result.series("val_psnr"),
     )
@@ -455,6 +489,7 @@ def _outcome(
         real_psnr=real_mean,
         real_psnr_std=real_std,
         real_inner_psnr=_mean_std([v for s in seeds for v in s.real_inner_psnr_frames])[0],
+        real_edge_psnr=_mean_std([v for s in seeds for v in s.real_edge_psnr_frames])[0],
         real_ssim=float(real_ssim),
         train_s=sum(s.train_s for s in seeds) / len(seeds),
         infer_ms=_inference_ms(model, frames.test_blurred[:8]),
@@ -491,6 +526,22 @@ def study_field(preset: Preset) -> PSFField:
     return PSFField.default(max_defocus=preset.max_defocus, **preset.aberrations)
 
 
+def study_pairs(preset: Preset, out: Path, *, seed: int = 0, progress: bool = True):
+    """Build or reuse the study's pair cache in ``out/dataset``: ``preset.images``
+    synthetic frames blurred by the study's lens, no noise."""
+    out.mkdir(parents=True, exist_ok=True)
+    return build_pairs(
+        out / "dataset",
+        source="synthetic",
+        n=preset.images,
+        size=preset.frame,
+        field=study_field(preset),
+        noise=None,
+        seed=seed,
+        progress=progress,
+    )
+
+
 def run_study(
     preset: Preset,
     out: str | Path,
@@ -504,18 +555,8 @@ def run_study(
     claims and write the outputs (with ``export``, half-precision copies of the
     :data:`SHARED` models' checkpoints too). Returns the content of ``results.json``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     field = study_field(preset)
-    cache = build_pairs(
-        out / "dataset",
-        source="synthetic",
-        n=preset.images,
-        size=preset.frame,
-        field=field,
-        noise=None,
-        seed=seed,
-        progress=progress,
-    )
+    cache = study_pairs(preset, out, seed=seed, progress=progress)
     settings = cache.manifest["parameters"]["operator"]
     operator = SpatiallyVaryingBlur(
         field, cache.size, rank=cache.manifest["operator"]["rank"], **settings
@@ -590,6 +631,9 @@ def _input_baseline(frames: _Frames) -> dict:
         "real_psnr": _mean_std(real_psnr)[0],
         "real_inner_psnr": _mean_std(
             _per_frame_psnr(frames.real_blurred, frames.real_sharp, frames.inner)
+        )[0],
+        "real_edge_psnr": _mean_std(
+            _per_frame_psnr(frames.real_blurred, frames.real_sharp, ~frames.inner)
         )[0],
         "edge_band_px": frames.edge_band,
         "centre_psnr": _mean_std(

@@ -19,6 +19,7 @@ from coordgate.training.fit import (
 )
 from coordgate.training.in_memory import fit_tensors
 from coordgate.training.metrics import psnr, ssim
+from coordgate.training.plateau import PlateauSearch, doubling_test, plateau_search
 
 __all__ = [
     "CPU_SCHEDULE",
@@ -26,14 +27,17 @@ __all__ = [
     "CheckpointError",
     "DistributedContext",
     "NonFiniteLossError",
+    "PlateauSearch",
     "TrainConfig",
     "TrainingResult",
+    "doubling_test",
     "evaluate",
     "fit",
     "fit_tensors",
     "init_distributed",
     "load_checkpoint",
     "load_weights",
+    "plateau_search",
     "psnr",
     "read_checkpoint_config",
     "save_checkpoint",

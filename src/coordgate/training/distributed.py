@@ -73,11 +73,15 @@ class DistributedContext:
 
     def from_main(self, flag: bool) -> bool:
         """Rank 0's ``flag`` on every process (decisions that depend on rank 0's clock)."""
+        return self.broadcast_float(float(flag)) > 0
+
+    def broadcast_float(self, value: float) -> float:
+        """Rank 0's ``value`` on every process (e.g. a duration that plans the run)."""
         if not self.is_distributed:
-            return flag
-        value = torch.tensor([float(flag)], device=self.device)
-        dist.broadcast(value, src=0)
-        return bool(value > 0)
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(tensor, src=0)
+        return float(tensor.item())
 
     def barrier(self) -> None:
         if self.is_distributed:
