@@ -114,7 +114,7 @@ def test_cache_is_reused_and_rebuilt_when_a_parameter_changes(tmp_path, field, m
     path = tmp_path / "cache"
     first = _build(path, field)
     assert first.built
-    stamp = (path / "blurred.npy").stat().st_mtime_ns
+    stamp = (path / first.files["blurred"]).stat().st_mtime_ns
     calls = []
     real = pairs.synthetic_microscopy
     monkeypatch.setattr(
@@ -122,7 +122,7 @@ def test_cache_is_reused_and_rebuilt_when_a_parameter_changes(tmp_path, field, m
     )
     again = _build(path, field)
     assert not again.built and not calls
-    assert (path / "blurred.npy").stat().st_mtime_ns == stamp
+    assert (path / first.files["blurred"]).stat().st_mtime_ns == stamp
     old = np.array(first.array("blurred"))
 
     reseeded = _build(path, field, seed=1)
@@ -136,6 +136,11 @@ def test_cache_is_reused_and_rebuilt_when_a_parameter_changes(tmp_path, field, m
     assert _build(path, wider, seed=1, noise=NoiseModel(photons=50)).built
     assert _build(path, wider, seed=1, noise=NoiseModel(photons=50), force=True).built
     assert not list(path.glob(".partial-*"))
+    # only the last generation's files remain, and the reader opened first still reads its own
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [".lock", "manifest.json", *PairCache(path).files.values()]
+    )
+    np.testing.assert_array_equal(first.array("blurred"), old)
 
 
 def test_manifest_records_provenance(tmp_path, field):

@@ -461,3 +461,17 @@ def test_fit_rejects_bad_inputs(tmp_path):
         fit(Frozen(), PairSet(2, seed=0), val, quiet(), tmp_path, extra_config={"model": 1})
     with pytest.raises(ValueError, match="device"):
         fit(Frozen(), PairSet(2, seed=0), val, quiet(device="tpu"), tmp_path)
+
+
+def test_bf16_channels_last_training_saves_plain_checkpoints(tmp_path):
+    train, val = PairSet(8, seed=0), PairSet(4, seed=1)
+    model = new_model(PLAIN)
+    config = quiet(epochs=2, amp=True, channels_last=True)
+    result = fit(model, train, val, config, tmp_path, model_spec=PLAIN)
+    assert math.isfinite(result.best["val_loss"])
+    # the returned model and its checkpoint are in plain (contiguous) memory
+    assert all(p.is_contiguous() for p in model.parameters())
+    loaded = new_model(PLAIN)
+    load_weights(loaded, result.best_checkpoint)
+    for a, b in zip(weights(model), weights(loaded)):
+        assert torch.equal(a, b)

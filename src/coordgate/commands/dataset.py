@@ -48,6 +48,7 @@ def build(args: argparse.Namespace) -> int:
         channel=args.channel,
         progress=not args.quiet,
         force=args.force,
+        wait=not args.no_wait,
     )
     verb = "built" if cache.built else "reused (parameters unchanged)"
     print(f"{verb} {cache}")
@@ -111,6 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--no-noise", action="store_true", help="noise-free blurred frames")
     b.add_argument("--channel", type=int, default=None, help="channel of multichannel images")
     b.add_argument("--force", action="store_true", help="rebuild even if parameters match")
+    b.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once when another process is building into --out (default: wait for it, "
+        "then reuse its cache if the parameters match)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=build)
 

@@ -5,19 +5,29 @@ a folder of real images), blurs each *whole frame* with a spatially-varying opti
 operator, adds noise, and stores both in a cache directory::
 
     manifest.json   what was built and how (source, PSF field, operator, noise, seed,
-                    splits, allowed augmentations, package versions); written last
-    sharp.npy       (n, H, W) float32 sharp frames
-    blurred.npy     (n, H, W) float32 blurred, noisy frames
-    split.npy       (n,) int8: 0 train, 1 val, 2 test
-    source.npy      (n, 4) int64: source frame, row, col of the sensor frame in it, and
+                    splits, allowed augmentations, package versions) and the names of
+                    this generation's files; written last
+    sharp-G.npy     (n, H, W) float32 sharp frames (G: the build's generation)
+    blurred-G.npy   (n, H, W) float32 blurred, noisy frames
+    split-G.npy     (n,) int8: 0 train, 1 val, 2 test
+    source-G.npy    (n, 4) int64: source frame, row, col of the sensor frame in it, and
                     the flip/rotation applied to it before blurring
-    field.npz       the PSF field (``PSFField.load``), for models that need the PSFs
+    field-G.npz     the PSF field (``PSFField.load``), for models that need the PSFs
 
 A hash of the parameters decides reuse: building again with the same parameters
 returns the cache untouched; any change (seed, PSF field, noise, source files, ...)
 rebuilds it. Building is resumable: work goes to a ``.partial-<hash>`` directory with
 a progress file, and an interrupted build continues where it stopped. Every random draw
 comes from ``(seed, index)``, so a sample does not depend on batching or resumption.
+
+Concurrent use. One build at a time per directory (:func:`~coordgate.locking.
+directory_lock`): a second build waits for the first, then reuses its cache when the
+parameters match. A rebuild never rewrites a file in place: each build writes files of
+its own generation, then swaps the manifest atomically and deletes the previous
+generation's files, so a reader that opened the cache before keeps reading the old
+arrays to its end (its memory maps hold their inodes), and one that opens after sees the
+new manifest and arrays together. :class:`PairCache` maps a generation's arrays when it
+is opened and checks that they fit the manifest.
 
 :class:`PairDataset` serves one split; crops are cut from the stored full frames, so a
 sample is exactly the crop of the full blurred frame at its recorded ``origin`` (the
@@ -39,6 +49,7 @@ import json
 import math
 import os
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +63,7 @@ from coordgate.atomic import atomic_write_text
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.data.sensor import as_size, crop_at, dihedral, dihedral_origin, dihedral_size
 from coordgate.data.synthetic import MicroscopyStyle, synthetic_microscopy
+from coordgate.locking import directory_lock
 
 __all__ = [
     "CROP_ORIGINS",
@@ -66,7 +78,9 @@ __all__ = [
 SPLITS = ("train", "val", "test")
 FORMAT = 1
 _MANIFEST = "manifest.json"
-_ARRAYS = ("sharp.npy", "blurred.npy", "split.npy", "source.npy", "field.npz")
+# The cache's files by name; "field" is the PSF field (.npz), the others are arrays (.npy).
+_FILES = ("sharp", "blurred", "split", "source", "field")
+_ARRAYS = ("sharp", "blurred", "split", "source")
 # Separate random streams for the draws made from the same (seed, index).
 _SPLIT_STREAM, _NOISE_STREAM, _CROP_STREAM, _SAMPLE_STREAM = 1, 2, 3, 4
 # Relative error under which A(T x) == T(A x) counts as a symmetry of the operator.
@@ -271,10 +285,46 @@ class PairCache:
                 f"{manifest} has format {self.manifest.get('format')!r}, expected {FORMAT}; "
                 "rebuild it"
             )
-        missing = [name for name in _ARRAYS if not (self.path / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"pair cache {self.path} is incomplete: missing {missing}")
+        self.files = {name: self.manifest.get("files", {}).get(name, "") for name in _FILES}
         self.built = built
+        self._open()
+
+    def _open(self) -> None:
+        """Map this generation's arrays and check that they fit the manifest."""
+        missing = [
+            f or name for name, f in self.files.items() if not f or not (self.path / f).is_file()
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"pair cache {self.path} (generation {self.generation}) is incomplete: missing "
+                f"{missing}; it was rebuilt or removed since it was opened, or its build did "
+                "not finish: open it again or rebuild it"
+            )
+        self._maps = {
+            name: np.load(self.path / self.files[name], mmap_mode="r") for name in _ARRAYS
+        }
+        n, size = len(self), self.size
+        expected = {"sharp": (n, *size), "blurred": (n, *size), "split": (n,), "source": (n, 4)}
+        wrong = {k: v.shape for k, v in self._maps.items() if v.shape != expected[k]}
+        if wrong:
+            raise ValueError(
+                f"pair cache {self.path}: the manifest (generation {self.generation}: n={n}, "
+                f"size={size}) and its arrays do not belong together: shapes {wrong}, expected "
+                f"{ {k: expected[k] for k in wrong} }; rebuild it with --force"
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers reopen the same generation's files instead of pickling maps
+        return {**self.__dict__, "_maps": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    @property
+    def generation(self) -> str:
+        """Which build wrote the arrays (``"1"`` for caches from before generations)."""
+        return str(self.manifest.get("generation", "1"))
 
     def __len__(self) -> int:
         return int(self.manifest["parameters"]["n"])
@@ -290,12 +340,13 @@ class PairCache:
         return tuple(self.manifest["symmetries"])
 
     def array(self, name: str) -> np.ndarray:
-        """``sharp``, ``blurred``, ``split`` or ``source``, memory-mapped read-only."""
-        if f"{name}.npy" not in _ARRAYS:
+        """``sharp``, ``blurred``, ``split`` or ``source``, memory-mapped read-only (the
+        generation mapped when the cache was opened)."""
+        if name not in _ARRAYS:
             raise ValueError(
                 f"unknown cache array {name!r}, expected sharp, blurred, split or source"
             )
-        return np.load(self.path / f"{name}.npy", mmap_mode="r")
+        return self._maps[name]
 
     def indices(self, split: str) -> np.ndarray:
         """Sample indices of ``split`` (``train``, ``val`` or ``test``), ascending."""
@@ -307,7 +358,13 @@ class PairCache:
         """The PSF field the pairs were blurred with."""
         from coordgate.optics import PSFField
 
-        return PSFField.load(self.path / "field.npz")
+        path = self.path / self.files["field"]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pair cache {self.path}: the PSF field of generation {self.generation} is "
+                "gone (the cache was rebuilt since it was opened); open it again"
+            )
+        return PSFField.load(path)
 
     def __repr__(self) -> str:
         counts = self.manifest["counts"]
@@ -381,6 +438,7 @@ def build_pairs(
     batch_size: int = 32,
     progress: bool = True,
     force: bool = False,
+    wait: bool = True,
 ) -> PairCache:
     """Build (or reuse) a cache of ``n`` blurred/sharp pairs of ``size`` sensor frames.
 
@@ -388,10 +446,12 @@ def build_pairs(
     field: a ``PSFField`` (default ``PSFField.default()``); noise: ``NoiseModel`` or None;
     method / padding: the ``SpatiallyVaryingBlur`` options; style: synthetic look;
     channel: which channel of multichannel folder images (default: their mean);
-    augment: random flips/rotations of folder crops before blurring; force: rebuild.
+    augment: random flips/rotations of folder crops before blurring; force: rebuild;
+    wait: when another process is building into ``out_dir``, wait for it (then reuse its
+    cache if the parameters match) rather than raise
+    :class:`~coordgate.locking.DirectoryBusyError`.
     """
     from coordgate.optics import PSFField, SpatiallyVaryingBlur
-    from coordgate.provenance import environment
 
     size = as_size(size)
     _check_counts(n, seed, batch_size)
@@ -420,8 +480,40 @@ def build_pairs(
     cache = None if force else _existing_cache(out_dir, key)
     if cache is not None:
         return cache
+    with directory_lock(out_dir, what="build", wait=wait):
+        # a build that held the lock meanwhile may have made this very cache
+        cache = None if force else _existing_cache(out_dir, key)
+        if cache is not None:
+            return cache
+        operator = SpatiallyVaryingBlur(field, size, method=method, padding=padding)
+        job = _Job(out_dir, key, parameters, src, operator, field, noise)
+        return _build(job, batch_size=batch_size, progress=progress, force=force)
 
-    operator = SpatiallyVaryingBlur(field, size, method=method, padding=padding)
+
+@dataclass(frozen=True)
+class _Job:
+    """What one build makes: where, its key and parameters, source, operator and noise."""
+
+    out_dir: Path
+    key: str
+    parameters: dict[str, Any]
+    source: Any
+    operator: Any
+    field: Any
+    noise: NoiseModel | None
+
+
+def _build(job: _Job, *, batch_size: int, progress: bool, force: bool) -> PairCache:
+    """Compute the pairs in a partial directory and swap them in (the lock held)."""
+    from coordgate.provenance import environment
+
+    out_dir, key, src, operator, field, noise = (
+        job.out_dir, job.key, job.source, job.operator, job.field, job.noise
+    )  # fmt: skip
+    parameters = job.parameters
+    n, seed, splits = parameters["n"], parameters["seed"], parameters["splits"]
+    size = tuple(parameters["size"])
+
     partial = out_dir / f".partial-{key[:16]}"
     # Unfinished builds of other parameters (or of these, when forced) are discarded.
     for stale in out_dir.glob(".partial-*"):
@@ -458,16 +550,33 @@ def build_pairs(
         "source": src.describe(),
         "counts": {name: int((labels == i).sum()) for i, name in enumerate(SPLITS)},
         "symmetries": _symmetries(operator, size, seed),
-        "files": {name.split(".")[0]: name for name in _ARRAYS},
         "environment": environment(),
     }
-    # Drop the old manifest first: until the new one is written, the directory is no cache.
-    (out_dir / _MANIFEST).unlink(missing_ok=True)
-    for name in _ARRAYS:
-        os.replace(partial / name, out_dir / name)
-    atomic_write_text(out_dir / _MANIFEST, json.dumps(manifest, indent=2))
-    shutil.rmtree(partial)
+    _swap_in(out_dir, partial, manifest)
     return PairCache(out_dir, built=True)
+
+
+def _swap_in(out_dir: Path, partial: Path, manifest: dict) -> None:
+    """Move the partial build's files in under names of a new generation, write the
+    manifest that names them (atomically), then delete the previous generation's files:
+    no file that a reader may have mapped is ever rewritten."""
+    previous = out_dir / _MANIFEST
+    try:
+        old_files = json.loads(previous.read_text()).get("files", {}).values()
+    except (OSError, json.JSONDecodeError):
+        old_files = []
+    generation = f"{manifest['key'][:8]}{uuid.uuid4().hex[:8]}"
+    files = {name: f"{name}-{generation}.{'npz' if name == 'field' else 'npy'}" for name in _FILES}
+    for name, target in files.items():
+        source = partial / ("field.npz" if name == "field" else f"{name}.npy")
+        os.replace(source, out_dir / target)
+    atomic_write_text(
+        previous, json.dumps({**manifest, "generation": generation, "files": files}, indent=2)
+    )
+    for name in old_files:
+        if name not in files.values():
+            (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(partial)
 
 
 def _run_batches(path: Path, n: int, size, batch_size: int, progress: bool, step) -> None:
