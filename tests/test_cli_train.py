@@ -224,7 +224,12 @@ def test_budgeted_run_killed_and_resumed_is_its_planned_run(pair_cache, tmp_path
     state = run / "last.state.pt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and len(json.loads((run / "metrics.json").read_text())["history"]) >= 4:
+        metrics = run / "metrics.json"
+        if (
+            state.is_file()
+            and metrics.is_file()
+            and len(json.loads(metrics.read_text())["history"]) >= 4
+        ):
             break
         time.sleep(0.05)
     assert process.poll() is None, process.stdout.read().decode()

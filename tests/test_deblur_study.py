@@ -11,7 +11,7 @@ from coordgate.training import load_checkpoint
 
 TINY = replace(
     PRESETS["quick"], frame=32, images=20, base_channels=2, epochs=2, batch_size=4,
-    models=("unet3", "cg-unet3"), time_budget_s=None, headline_seeds=2,
+    models=("unet3", "cg-unet3"), time_budget_s=None, headline_seeds=2, rl_max_iterations=3,
 )  # fmt: skip
 
 
@@ -37,8 +37,14 @@ def test_outputs_and_results_shape(study):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert saved["preset"]["name"] == "quick"
-    assert [m["name"] for m in saved["models"]] == ["unet3", "cg-unet3"]
-    for row in saved["models"]:
+    assert [m["name"] for m in saved["models"]] == ["unet3", "cg-unet3", "sv-wiener", "sv-rl"]
+    networks, classical = saved["models"][:2], saved["models"][2:]
+    for row in classical:  # tuned on the val split: the setting and the curve it was chosen on
+        assert row["params"] == 0 and row["epochs"] == 0 and row["val_psnr"]
+        assert row["stopped"].startswith(("balance", "iterations"))
+        assert len(row["psnr_frames"]) == 1 and row["psnr"] > saved["blurred_input"]["psnr"] - 3
+    assert classical[1]["stopped"] in {f"iterations {k}" for k in (1, 2, 3)}
+    for row in networks:
         for key in (
             "params",
             "psnr",
@@ -74,7 +80,7 @@ def test_report_answers_each_claim(study):
     out, results = study
     report = (out / "report.md").read_text()
     claims = deblur_claims(results)
-    assert len(claims) == 11
+    assert len(claims) == 13
     verdicts = {c.title: c.verdict for c in claims}
     assert verdicts["CoordConv-UNet performs like U-Net(6)"] == "inconclusive"
     assert verdicts["CG U-Net(3) beats U-Net(6) with ~60× fewer parameters"] == "inconclusive"
@@ -96,6 +102,7 @@ def test_sensor_regime_trains_on_crops_and_evaluates_whole_frames(tmp_path):
     sensor = replace(
         PRESETS["sensor"], frame=64, crop=32, crops_per_frame=2, images=10, base_channels=2,
         epochs=1, batch_size=4, models=("cg-unet3",), headline_seeds=1, time_budget_s=None,
+        classical=(),
     )  # fmt: skip
     results = run_study(sensor, tmp_path, progress=False)
     (row,) = results["models"]
@@ -119,7 +126,8 @@ def test_model_too_large_for_the_machine_is_reported_not_trained(tmp_path, monke
     from coordgate.experiments import deblur
 
     monkeypatch.setattr(deblur, "memory_limit", lambda: 16 * 20_000)
-    results = run_study(replace(TINY, models=("unet3", "lcn-unet3")), tmp_path, progress=False)
+    tiny = replace(TINY, models=("unet3", "lcn-unet3"), classical=())
+    results = run_study(tiny, tmp_path, progress=False)
     assert [m["name"] for m in results["models"]] == ["unet3"]
     (skipped,) = results["skipped"]
     assert skipped["name"] == "lcn-unet3" and skipped["params"] > 20_000

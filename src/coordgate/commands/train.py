@@ -101,6 +101,7 @@ def train_config(args: argparse.Namespace):
     (``CPU_SCHEDULE``). The run's length: ``--epochs``, ``--steps`` or ``--time-budget``
     (the default, :data:`DEFAULT_TIME_BUDGET_S`, when neither of the others is given)."""
     from coordgate.training import CPU_SCHEDULE, TrainConfig
+    from coordgate.training.fit import native_bf16
 
     lengths = [n for n in ("epochs", "steps", "time_budget") if getattr(args, n) is not None]
     if len(lengths) > 1:
@@ -134,7 +135,7 @@ def train_config(args: argparse.Namespace):
         min_improvement=args.min_improvement,
         schedule=schedule,
         loss=args.loss,
-        amp=args.amp,
+        amp=native_bf16(args.device) if args.amp is None else args.amp,
         channels_last=args.channels_last,
         seed=args.seed,
         device=args.device,
@@ -359,13 +360,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--amp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bf16 autocast (default: on for CUDA with bf16, off on the CPU)",
+        help="bf16 autocast (default: on where the hardware computes in bf16: CUDA, CPUs "
+        "with AVX-512-BF16 or AMX; a CPU step in about half the float32 time with "
+        "channels-last)",
     )
     parser.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="channels-last memory for the model and batches (default: off)",
+        default=None,
+        help="channels-last memory for the model and batches (default: on with bf16 on the CPU)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -19,14 +19,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from coordgate.data.normalization import PercentileNormalizer
-from coordgate.data.pairs import CROP_ORIGINS, PairDataset, build_pairs
+from coordgate.data.pairs import CROP_ORIGINS, NoiseModel, PairDataset, build_pairs
 from coordgate.data.samples import sample_images
+from coordgate.experiments._classical import CLASSICAL, tune_classical
 from coordgate.experiments._deblur_claims import deblur_claims
 from coordgate.experiments._deblur_report import write_outputs
 from coordgate.frames import coordinate_grid
@@ -60,7 +62,7 @@ __all__ = [
 ALL_MODELS = (
     "unet3", "unet4", "unet5", "unet6",
     "cg-unet3", "cg-unet4", "cg-unet5", "cg-unet6",
-    "coordconv-unet6", "multiwiener-unet6", "lcn-unet3", "pac-unet3",
+    "coordconv-unet6", "multiwiener-unet6", "lcn-unet3", "pac-unet3", "care-unet",
 )  # fmt: skip
 # Weights, gradients and Adam's two moments: bytes of training state per parameter.
 _TRAINING_BYTES_PER_PARAMETER = 16
@@ -106,12 +108,18 @@ class Preset:
     crop: int | None = None
     crops_per_frame: int | str = "area"
     crop_origins: str = "covering"
+    classical: tuple[str, ...] = CLASSICAL
+    # float32 unless chosen: the plateau search measured the budgets in float32
+    amp: bool | None = False
+    channels_last: bool | None = False
+    rl_max_iterations: int = 500
+    noise: bool = False
     seeds: int = 1
     headline_seeds: int = 1
 
 
 #: Models whose comparisons carry the study's headline (trained with ``headline_seeds``).
-HEADLINE = ("unet3", "unet6", "cg-unet3")
+HEADLINE = ("unet3", "unet6", "cg-unet3", "care-unet")
 # the plateau rule's patience is unused under the cosine schedule
 _CONVERGING = {**CPU_SCHEDULE, "lr_patience": 2}
 #: The cosine's length for the cpu and sensor presets: the plateau study's budget
@@ -126,12 +134,19 @@ PRESETS = {
                   batch_size=16, models=ALL_MODELS, headline_seeds=3, **_CONVERGING),
     "sensor": Preset("sensor", frame=256, images=160, base_channels=8, epochs=CPU_EPOCHS,
                      batch_size=16, crop=64, crops_per_frame=4,
-                     models=("unet3", "unet6", "cg-unet3", "cg-unet6", "coordconv-unet6"),
+                     models=("unet3", "unet6", "cg-unet3", "cg-unet6", "coordconv-unet6",
+                             "care-unet"),
                      headline_seeds=3, **_CONVERGING),
     "paper": Preset("paper", frame=256, images=20000, base_channels=32, epochs=600,
                     batch_size=16, lr_patience=20, early_stopping_patience=None,
                     models=ALL_MODELS),
 }  # fmt: skip
+# The noise axis: the headline models and the classical baselines on frames with the
+# NoiseModel default (the Poisson-Gaussian noise `coordgate dataset build` adds).
+for _name in ("cpu", "sensor"):
+    PRESETS[f"{_name}-noise"] = replace(
+        PRESETS[_name], name=f"{_name}-noise", noise=True, models=HEADLINE
+    )
 
 
 @dataclass
@@ -172,6 +187,7 @@ class ModelOutcome:
     real_ssim: float
     train_s: float
     infer_ms: float
+    frame256_ms: float | None
     epochs: int
     best_epoch: int
     stopped: str
@@ -188,8 +204,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="quick",
-        help="scale of the study (quick: a minute; cpu: whole 64x64 frames, about 1.5 h on 2 "
-        "cores; sensor: 64x64 crops of 256x256 frames; paper: for a GPU)",
+        help="scale of the study (quick: a few minutes; cpu: whole 64x64 frames; sensor: "
+        "64x64 crops of 256x256 frames; *-noise: their headline models on frames with "
+        "the default Poisson-Gaussian noise; paper: for a GPU)",
     )
     parser.add_argument(
         "--models",
@@ -274,8 +291,12 @@ def print_summary(results: dict, out: Path) -> None:
             f"  {row['name']:<20}{row['params']:>10,}{row['psnr']:>9.2f}"
             f"{row['psnr'] - baseline['psnr']:>+8.2f}{row['ssim']:>8.3f}{row['real_psnr']:>11.2f}"
         )
+    unjudged = [c for c in results["claims"] if c["evidence"].startswith("not measured")]
     for claim in results["claims"]:
-        print(f"  claim: {claim['title']}: {claim['verdict']}")
+        if claim not in unjudged:
+            print(f"  claim: {claim['title']}: {claim['verdict']}")
+    if unjudged:
+        print(f"  ({len(unjudged)} claims need models this run did not train; see the report)")
     print(f"report: {out / 'report.md'}")
 
 
@@ -318,9 +339,12 @@ def _predict_frames(model: torch.nn.Module, blurred: torch.Tensor) -> torch.Tens
     return torch.cat([predict(model, frame, tile="auto") for frame in blurred.split(1)])
 
 
-def _real_pairs(frame: int, operator) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+def _real_pairs(
+    frame: int, operator, noise: NoiseModel | None = None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Real images shipped with scikit-image, cropped to a frame, normalised, blurred by
-    the study's lens: (names, sharp (M, 1, F, F), blurred (M, 1, F, F))."""
+    the study's lens (and given ``noise``, image i drawn from seed i): (names, sharp
+    (M, 1, F, F), blurred (M, 1, F, F))."""
     images = sample_images()
     sharp = []
     for image in images.values():
@@ -329,7 +353,11 @@ def _real_pairs(frame: int, operator) -> tuple[dict[str, torch.Tensor], torch.Te
     normaliser = PercentileNormalizer()
     sharp_t = torch.stack([normaliser.fitted_to(s).normalize(s).clamp(0, 1) for s in sharp_t])
     with torch.no_grad():
-        blurred = operator.A(sharp_t)
+        blurred = operator.A(sharp_t).clamp_min(0)
+    if noise is not None:
+        blurred = torch.cat([
+            noise.apply(b[None], torch.Generator().manual_seed(i)) for i, b in enumerate(blurred)
+        ])  # fmt: skip
     return list(images), sharp_t, blurred
 
 
@@ -347,9 +375,9 @@ def centre_frame(image: torch.Tensor, frame: int) -> torch.Tensor:
     return image[top : top + frame, left : left + frame]
 
 
-def _test_frames(cache, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole test frames (blurred, sharp), each (M, 1, H, W)."""
-    index = cache.indices("test")[:limit]
+def _split_frames(cache, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole frames of ``split`` (blurred, sharp), each (M, 1, H, W)."""
+    index = cache.indices(split)[:limit]
     blurred = torch.from_numpy(cache.array("blurred")[index].copy()).unsqueeze(1)
     sharp = torch.from_numpy(cache.array("sharp")[index].copy()).unsqueeze(1)
     return blurred, sharp
@@ -441,13 +469,25 @@ def _score_seed(model, result, seed: int, frames: _Frames) -> tuple[SeedOutcome,
     """Evaluate one trained model on the test and real frames."""
     prediction = _predict_frames(model, frames.test_blurred)
     real_prediction = _predict_frames(model, frames.real_blurred)
+    training = {
+        "epochs": len(result.history),
+        "best_epoch": int(result.best["epoch"]),
+        "stopped": str(result.stop_reason),
+        "train_s": result.train_time_s,
+        "val_psnr": result.series("val_psnr"),
+    }
+    return _score(prediction, real_prediction, seed, frames, training), {
+        "test": prediction,
+        "real": real_prediction,
+    }
+
+
+def _score(prediction, real_prediction, seed: int, frames: _Frames, training: dict) -> SeedOutcome:
+    """The per-frame scores of one seed's test and real predictions."""
     psnr_frames = _per_frame_psnr(prediction, frames.test_sharp)
-    outcome = SeedOutcome(
+    return SeedOutcome(
         seed=seed,
-        epochs=len(result.history),
-        best_epoch=int(result.best["epoch"]),
-        stopped=str(result.stop_reason),
-        train_s=result.train_time_s,
+        **training,
         psnr=sum(psnr_frames) / len(psnr_frames),
         psnr_frames=psnr_frames,
         centre_psnr_frames=_per_frame_psnr(prediction, frames.test_sharp, frames.centre),
@@ -455,9 +495,7 @@ def _score_seed(model, result, seed: int, frames: _Frames) -> tuple[SeedOutcome,
         real_inner_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp, frames.inner),
         real_edge_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp, ~frames.inner),
         ssim_frames=ssim(prediction, frames.test_sharp, reduce_dims=(1, 2, 3)).tolist(),
-        val_psnr=result.series("val_psnr"),
     )
-    return outcome, {"test": prediction, "real": real_prediction}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -466,10 +504,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _outcome(
-    name: str, model, seeds: list[SeedOutcome], frames: _Frames, real_prediction: torch.Tensor
+    name: str,
+    seeds: list[SeedOutcome],
+    frames: _Frames,
+    real_prediction: torch.Tensor,
+    *,
+    params: int,
+    infer_ms: float,
+    frame256_ms: float | None,
 ) -> ModelOutcome:
-    """One row of results: means over seeds, the first seed's training story; ``model``
-    and ``real_prediction`` (its output on the real frames) are those of the last seed."""
+    """One row of results: means over seeds, the first seed's training story;
+    ``real_prediction`` (the output on the real frames), ``params`` and the timings are
+    those of the last seed's model."""
     first = seeds[0]
     psnr_all = [v for s in seeds for v in s.psnr_frames]
     ssim_all = [v for s in seeds for v in s.ssim_frames]
@@ -480,7 +526,7 @@ def _outcome(
     real_ssim = ssim(real_prediction, frames.real_sharp)
     return ModelOutcome(
         name=name,
-        params=count_parameters(model),
+        params=params,
         psnr=psnr_mean,
         psnr_std=_mean_std(first.psnr_frames)[1],
         psnr_seeds=[s.psnr for s in seeds],
@@ -492,7 +538,8 @@ def _outcome(
         real_edge_psnr=_mean_std([v for s in seeds for v in s.real_edge_psnr_frames])[0],
         real_ssim=float(real_ssim),
         train_s=sum(s.train_s for s in seeds) / len(seeds),
-        infer_ms=_inference_ms(model, frames.test_blurred[:8]),
+        infer_ms=infer_ms,
+        frame256_ms=frame256_ms,
         epochs=first.epochs,
         best_epoch=first.best_epoch,
         stopped=first.stopped,
@@ -506,6 +553,39 @@ def _outcome(
             for s in seeds
         ],
     )
+
+
+def _frame256_ms(model: torch.nn.Module) -> float | None:
+    """Median milliseconds to deblur one 256² sensor frame (None: the model holds weights
+    for another fixed frame)."""
+    if getattr(model, "frame", None) not in (None, (256, 256)):
+        return None
+    frame = torch.rand(1, 1, 256, 256)
+    model.eval()
+    with torch.no_grad():
+        return 1000 * median_seconds(lambda: predict(model, frame, tile="auto"), 3)
+
+
+def _classical_outcome(name, preset, cache, operator, field, frames, seed):
+    """Tune ``name`` on the val split (true field), score it like a network."""
+    val_blurred, val_sharp = _split_frames(cache, "val")
+    method = tune_classical(name, val_blurred, val_sharp, operator, field,
+                            max_iterations=preset.rl_max_iterations)  # fmt: skip
+    start = time.perf_counter()
+    prediction = method(frames.test_blurred, operator)
+    test_ms = 1000 * (time.perf_counter() - start) / len(frames.test_blurred)
+    real_prediction = method(frames.real_blurred, operator)
+    training = {
+        "epochs": 0,
+        "best_epoch": 0,
+        "stopped": f"{'balance' if name == 'sv-wiener' else 'iterations'} {method.setting:g}",
+        "train_s": 0.0,
+        "val_psnr": list(method.curve.values()),
+    }
+    scored = _score(prediction, real_prediction, seed, frames, training)
+    outcome = _outcome(name, [scored], frames, real_prediction, params=0, infer_ms=test_ms,
+                       frame256_ms=method.frame_ms(256, operator))  # fmt: skip
+    return outcome, {"test": prediction, "real": real_prediction}
 
 
 def _too_large(name: str, preset: Preset, field) -> dict | None:
@@ -536,7 +616,7 @@ def study_pairs(preset: Preset, out: Path, *, seed: int = 0, progress: bool = Tr
         n=preset.images,
         size=preset.frame,
         field=study_field(preset),
-        noise=None,
+        noise=NoiseModel() if preset.noise else None,
         seed=seed,
         progress=progress,
     )
@@ -561,8 +641,9 @@ def run_study(
     operator = SpatiallyVaryingBlur(
         field, cache.size, rank=cache.manifest["operator"]["rank"], **settings
     )
-    real_names, real_sharp, real_blurred = _real_pairs(preset.frame, operator)
-    frames = _Frames(*_test_frames(cache), real_blurred, real_sharp, real_names)
+    noise = NoiseModel() if preset.noise else None
+    real_names, real_sharp, real_blurred = _real_pairs(preset.frame, operator, noise)
+    frames = _Frames(*_split_frames(cache, "test"), real_blurred, real_sharp, real_names)
     outcomes, predictions, skipped = [], {}, []
     for name in preset.models:
         too_large = _too_large(name, preset, field)
@@ -580,7 +661,18 @@ def run_study(
             scored, predicted = _score_seed(model, result, model_seed, frames)
             seeds.append(scored)
             predictions.setdefault(name, predicted)
-        outcomes.append(_outcome(name, model, seeds, frames, predicted["real"]))
+        outcomes.append(
+            _outcome(
+                name, seeds, frames, predicted["real"], params=count_parameters(model),
+                infer_ms=_inference_ms(model, frames.test_blurred[:8]),
+                frame256_ms=_frame256_ms(model),
+            )
+        )  # fmt: skip
+    for name in preset.classical:
+        print(f"== {name} (true field, setting chosen on the val split)", flush=True)
+        outcome, predicted = _classical_outcome(name, preset, cache, operator, field, frames, seed)
+        outcomes.append(outcome)
+        predictions[name] = predicted
     results = {
         "preset": asdict(preset),
         "seed": seed,
@@ -601,7 +693,7 @@ def run_study(
 
 
 #: Models whose best checkpoint (first seed) a study keeps under ``checkpoints/``.
-SHARED = ("unet3", "unet6", "cg-unet3", "cg-unet6")
+SHARED = ("unet3", "unet6", "cg-unet3", "cg-unet6", "care-unet")
 
 
 def export_checkpoints(out: Path, names: list[str], seed: int) -> list[Path]:

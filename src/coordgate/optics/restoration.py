@@ -8,7 +8,7 @@ lies outside the frame, then cropped back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ __all__ = [
     "WIENER_PADDINGS",
     "multi_wiener",
     "richardson_lucy",
+    "richardson_lucy_iterates",
     "spatially_varying_wiener",
     "wiener_deconvolution",
 ]
@@ -122,31 +123,55 @@ def spatially_varying_wiener(
     return torch.einsum("nyxchw,hy,wx->nchw", restored, wy, wx)
 
 
+def richardson_lucy_iterates(
+    y: torch.Tensor,
+    operator: Any,
+    *,
+    x0: torch.Tensor | None = None,
+    background: float = 0.0,
+    eps: float = 1e-12,
+) -> Iterator[torch.Tensor]:
+    """The Richardson-Lucy estimates of y (N, C, H, W), one per iteration, without end:
+    ``x <- x * A_T(y / (A x + b)) / A_T(1)`` (see :func:`richardson_lucy`); for choosing
+    the iteration count on a validation set without recomputing earlier iterations."""
+    _check_image(y, "y", "richardson_lucy")
+    if not (callable(getattr(operator, "A", None)) and callable(getattr(operator, "A_T", None))):
+        raise ValueError(f"operator must have A and A_T methods, got {type(operator).__name__}")
+    if not (isinstance(background, (int, float)) and 0 <= background < float("inf")):
+        raise ValueError(f"background must be a non-negative number, got {background!r}")
+    y = y.clamp_min(0)
+    if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != y.shape):
+        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must have the shape of y {tuple(y.shape)}, got {got}")
+    return _rl_steps(y, operator, (y if x0 is None else x0).clamp_min(eps), background, eps)
+
+
+def _rl_steps(y, operator, x, background: float, eps: float) -> Iterator[torch.Tensor]:
+    sensitivity = operator.A_T(torch.ones_like(y)).clamp_min(eps)
+    while True:
+        x = x * operator.A_T(y / (operator.A(x) + background).clamp_min(eps)) / sensitivity
+        yield x
+
+
 def richardson_lucy(
     y: torch.Tensor,
     operator: Any,
     *,
     iterations: int,
     x0: torch.Tensor | None = None,
+    background: float = 0.0,
     eps: float = 1e-12,
 ) -> torch.Tensor:
     """Richardson-Lucy deconvolution of y (N, C, H, W) for any operator with ``A`` / ``A_T``.
 
-    ``x <- x * A_T(y / A x) / A_T(1)``; dividing by ``A_T(1)`` keeps the update unbiased
-    where light leaves the frame. Negative values of ``y`` (read noise) are clipped to 0.
-    Starts from ``x0`` (default: ``y``).
+    ``x <- x * A_T(y / (A x + b)) / A_T(1)`` with a constant ``background`` b; dividing by
+    ``A_T(1)`` keeps the update unbiased where light leaves the frame. Negative values of
+    ``y`` (read noise) are clipped to 0. Starts from ``x0`` (default: ``y``).
     """
-    _check_image(y, "y", "richardson_lucy")
-    if not (callable(getattr(operator, "A", None)) and callable(getattr(operator, "A_T", None))):
-        raise ValueError(f"operator must have A and A_T methods, got {type(operator).__name__}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-    y = y.clamp_min(0)
-    if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != y.shape):
-        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-        raise ValueError(f"x0 must have the shape of y {tuple(y.shape)}, got {got}")
-    x = (y if x0 is None else x0).clamp_min(eps)
-    sensitivity = operator.A_T(torch.ones_like(y)).clamp_min(eps)
+    steps = richardson_lucy_iterates(y, operator, x0=x0, background=background, eps=eps)
+    x = (y.clamp_min(0) if x0 is None else x0).clamp_min(eps)
     for _ in range(iterations):
-        x = x * operator.A_T(y / operator.A(x).clamp_min(eps)) / sensitivity
+        x = next(steps)
     return x

@@ -13,6 +13,7 @@ from matplotlib.patches import Rectangle
 from coordgate.plots.common import FONT_SIZE, image_panel, new_figure, save_figure, to_numpy
 
 __all__ = [
+    "CLASSICAL_STYLE",
     "FAMILY_STYLE",
     "depth_alpha",
     "error_map_figure",
@@ -30,6 +31,12 @@ FAMILY_STYLE = {
     "multiwiener-unet": ("MultiWienerNet", "tab:purple", "D"),
     "lcn-unet": ("LCN-UNet", "tab:brown", "v"),
     "pac-unet": ("PAC-UNet", "tab:orange", "P"),
+    "care-unet": ("CARE (CAREamics' U-Net)", "tab:gray", "*"),
+}
+#: Classical deconvolution with the true field (no parameters): horizontal lines.
+CLASSICAL_STYLE = {
+    "sv-wiener": ("SV Wiener, true field", "tab:olive", ":"),
+    "sv-rl": ("SV Richardson-Lucy, true field", "black", "--"),
 }
 
 
@@ -42,8 +49,8 @@ def family(name: str) -> str:
 def depth_alpha(name: str) -> float:
     """Line opacity by U-Net depth d (``unet6`` 0.8, ``unet3`` 0.35): one family's depths
     share a colour and differ in strength."""
-    depth = int(re.search(r"\d+", name).group())
-    return min(1.0, 0.35 + 0.15 * (depth - 3))
+    depth = re.search(r"\d+", name)
+    return 0.8 if depth is None else min(1.0, 0.35 + 0.15 * (int(depth.group()) - 3))
 
 
 def metric_vs_params_figure(
@@ -77,6 +84,10 @@ def metric_vs_params_figure(
                 xytext=(3, 3),
                 textcoords="offset points",
             )
+    for name, (title, colour, style) in CLASSICAL_STYLE.items():
+        row = next((r for r in rows if r["name"] == name), None)
+        if row is not None:
+            axes.axhline(row[metric], color=colour, linestyle=style, linewidth=1, label=title)
     axes.set_xlabel("log10(number of parameters)", fontsize=FONT_SIZE)
     axes.set_ylabel(label, fontsize=FONT_SIZE)
     axes.tick_params(labelsize=FONT_SIZE - 1)
@@ -90,6 +101,8 @@ def validation_curves_figure(rows: Sequence[Mapping], path: Path) -> Path:
     figure = new_figure(4.8, 3.4)
     axes = figure.subplots()
     for r in rows:
+        if r["name"] in CLASSICAL_STYLE:
+            continue  # no training: no validation curve over epochs
         _, colour, marker = FAMILY_STYLE[family(r["name"])]
         axes.plot(
             range(1, len(r["val_psnr"]) + 1),
