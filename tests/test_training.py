@@ -343,9 +343,12 @@ def test_time_budget_plans_the_epochs_that_fit_and_anneals(tmp_path):
     result = fit(Slow(), PairSet(4, seed=0), PairSet(2, seed=1), config, tmp_path)
     plan = result.plan
     assert plan["by"] == "time_budget" and plan["planned_after_epoch"] == 2
-    assert 10 <= plan["epochs"] <= 21 and len(result.history) == plan["epochs"]
+    assert plan["epochs"] > 2 and len(result.history) == plan["epochs"]
     assert result.series("lr")[-1] == pytest.approx(1e-5)
-    assert result.train_time_s == pytest.approx(1.0, rel=0.3)
+    # the plan is the epochs that fit the rest of the budget at the measured pace
+    done = plan["planned_after_epoch"]
+    elapsed = result.history[done - 1]["elapsed_s"]
+    assert plan["epochs"] == min(1000, done + int((1.0 - elapsed) // plan["epoch_s"]))
 
 
 def test_early_stopping_needs_the_plateau_schedule():
