@@ -73,6 +73,7 @@ def test_outputs_and_results_shape(study):
     for name in ("unet3", "cg-unet3"):
         model, config = load_checkpoint(out / "checkpoints" / f"{name}.safetensors")
         assert config["model"]["name"] == name and config["seed"] == 0
+        assert config["normalisation"]["low"] == 1.0  # coordgate deblur needs no flag
     assert all(c["rule"] and c["verdict"] for c in saved["claims"])
 
 

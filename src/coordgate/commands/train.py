@@ -166,17 +166,6 @@ def _check_size(model: DeblurringModel, size: tuple[int, int], what: str) -> Non
         )
 
 
-def normalisation_record(cache) -> dict[str, object]:
-    """How images were normalised for training, for ``coordgate deblur``: the percentile
-    normaliser of the cache's source, unfitted (per image), as sources are normalised
-    frame by frame."""
-    from coordgate.data.normalization import PercentileNormalizer
-
-    recorded = dict(cache.manifest.get("source", {}).get("normalization") or {})
-    recorded.pop("scope", None)
-    return PercentileNormalizer.from_dict(recorded).to_dict()
-
-
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -205,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_size(model, train.crop, "training crops")
     _check_size(model, val.crop, "validation frames")
     extra = {
-        "normalisation": normalisation_record(cache),
+        "normalisation": cache.normalisation(),
         "psf_field": cache.manifest["parameters"]["field"],
         "dataset": {
             "path": str(cache.path.resolve()),

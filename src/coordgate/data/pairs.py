@@ -354,6 +354,14 @@ class PairCache:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return np.flatnonzero(self.array("split") == SPLITS.index(split))
 
+    def normalisation(self) -> dict[str, Any]:
+        """How the frames were normalised, for ``coordgate deblur``: the percentile
+        normaliser of the cache's source, unfitted (per image), as sources are normalised
+        frame by frame (a checkpoint's ``normalisation`` entry)."""
+        recorded = dict(self.manifest.get("source", {}).get("normalization") or {})
+        recorded.pop("scope", None)
+        return PercentileNormalizer.from_dict(recorded).to_dict()
+
     def field(self):
         """The PSF field the pairs were blurred with."""
         from coordgate.optics import PSFField

@@ -416,7 +416,11 @@ def train_model(
         run_dir(out, name, seed),
         resume=True,
         model_spec={"name": name, "options": options},
-        extra_config={"preset": preset.name, "dataset": cache.manifest["parameters"]},
+        extra_config={
+            "preset": preset.name,
+            "dataset": cache.manifest["parameters"],
+            "normalisation": cache.normalisation(),
+        },
     )
     return model, result, options
 
