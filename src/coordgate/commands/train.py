@@ -101,7 +101,6 @@ def train_config(args: argparse.Namespace):
     (``CPU_SCHEDULE``). The run's length: ``--epochs``, ``--steps`` or ``--time-budget``
     (the default, :data:`DEFAULT_TIME_BUDGET_S`, when neither of the others is given)."""
     from coordgate.training import CPU_SCHEDULE, TrainConfig
-    from coordgate.training.fit import native_bf16
 
     lengths = [n for n in ("epochs", "steps", "time_budget") if getattr(args, n) is not None]
     if len(lengths) > 1:
@@ -135,7 +134,7 @@ def train_config(args: argparse.Namespace):
         min_improvement=args.min_improvement,
         schedule=schedule,
         loss=args.loss,
-        amp=native_bf16(args.device) if args.amp is None else args.amp,
+        amp=args.amp,
         channels_last=args.channels_last,
         seed=args.seed,
         device=args.device,
@@ -349,9 +348,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--amp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bf16 autocast (default: on where the hardware computes in bf16: CUDA, CPUs "
-        "with AVX-512-BF16 or AMX; a CPU step in about half the float32 time with "
-        "channels-last)",
+        help="bf16 autocast (default: on for CUDA with bf16; off on the CPU, where with "
+        "channels-last a whole-frame step takes half the float32 time but a step on crops "
+        "with per-sample origins was slower, see benchmarks/results/precision.json)",
     )
     parser.add_argument(
         "--channels-last",

@@ -112,15 +112,16 @@ class TrainConfig:
     torch's ``ReduceLROnPlateau`` default); the best checkpoint follows every drop.
     ``loss``: ``"mse"`` (paper), ``"mae"``, or ``"auto"``: the model's ``training_loss``
     attribute when it has one (``care-unet``: mae), else mse.
-    ``amp``: bf16 autocast; None turns it on for CUDA devices that support bf16 (on CPUs
-    with native bf16, :func:`native_bf16`, ``coordgate train`` turns it on: on this
-    project's CPU a step takes 0.70-0.76 of the float32 time,
-    ``benchmarks/results/precision.json``).
+    ``amp``: bf16 autocast; None turns it on for CUDA devices that support bf16 (on this
+    project's AVX-512-BF16 CPU a whole-frame step takes 0.70-0.76 of the float32 time,
+    ``benchmarks/results/precision.json``; :func:`native_bf16` tells such CPUs).
     ``channels_last``: the model's weights and the training batches in channels-last
     memory (0.67-0.82 of a float32 step on that CPU, 0.46-0.53 together with bf16); None:
     on when bf16 autocast runs on the CPU. Checkpoints are float32 and contiguous either
-    way. Measured cost: CG U-Net(3), 70 epochs on the cpu data, test PSNR 30.06 dB in bf16
-    + channels-last vs 30.13 in float32 (one seed)."""
+    way. Measured: CG U-Net(3), 70 epochs on the cpu data (whole frames), test PSNR 30.06
+    dB in bf16 + channels-last vs 30.13 in float32 (one seed); but on 64² crops with
+    per-sample origins, two threads, an epoch took 7.3 s against 3.0 s in float32 (one run
+    each, the bf16 one with another training on the machine), so neither is a default."""
 
     epochs: int = 10
     batch_size: int = 8
