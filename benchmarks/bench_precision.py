@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from functools import partial
 
 import torch
 
@@ -119,13 +120,10 @@ def run(quick: bool) -> dict:
                 seconds, {name: (f"{name}_bf16", f"{name}_float32") for name in MODELS}
             ),
         }
-    two = {}
-    for n in (1, 2):
-        with threads(n):
-            two[f"threads_{n}"] = _step_case("cg-unet3", batch, size, False, False)
     # each case sets its own thread count when called
     timed = {
-        label: (lambda fn=fn, n=int(label[-1]): _with_threads(fn, n)) for label, fn in two.items()
+        f"threads_{n}": partial(_with_threads, _step_case("cg-unet3", batch, size, False, False), n)
+        for n in (1, 2)
     }
     seconds = time_clocks(timed, repeats)
     results["threads"] = {

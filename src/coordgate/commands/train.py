@@ -349,8 +349,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="bf16 autocast (default: on for CUDA with bf16; off on the CPU, where with "
-        "channels-last a whole-frame step takes half the float32 time but a step on crops "
-        "with per-sample origins was slower, see benchmarks/results/precision.json)",
+        "channels-last a whole-frame step takes half the float32 time, "
+        "benchmarks/results/precision.json, but training on crops with per-sample origins "
+        "ran slower in the one run measured)",
     )
     parser.add_argument(
         "--channels-last",

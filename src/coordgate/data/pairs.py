@@ -697,11 +697,6 @@ class PairDataset(Dataset):
         symmetries = self.cache.symmetries if augment else (0,)
         # Quarter turns of a non-square crop would change its shape.
         self.transforms = tuple(k for k in symmetries if dihedral_size(self.crop, k) == self.crop)
-        self._arrays: dict[str, np.ndarray] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Memory maps are reopened in each DataLoader worker rather than pickled.
-        return {**self.__dict__, "_arrays": None}
 
     def set_epoch(self, epoch: int) -> None:
         """New crop positions and transforms for ``epoch``."""
@@ -713,8 +708,6 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
             raise IndexError(f"sample {i} out of range for the {len(self)} {self.split} samples")
-        if self._arrays is None:
-            self._arrays = {k: self.cache.array(k) for k in ("sharp", "blurred")}
         frame, k = divmod(i, self.crops_per_frame)
         index = int(self.indices[frame])
         key = [self.seed, self.epoch, index, _SAMPLE_STREAM] + ([k] if k else [])
@@ -726,7 +719,8 @@ class PairDataset(Dataset):
         )
         transform = int(rng.choice(self.transforms))
         sample = {}
-        for name, array in self._arrays.items():
+        for name in ("sharp", "blurred"):
+            array = self.cache.array(name)
             window = array[index, origin[0] : origin[0] + h, origin[1] : origin[1] + w]
             sample[name] = dihedral(torch.from_numpy(np.array(window)), transform)[
                 None

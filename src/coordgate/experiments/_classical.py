@@ -14,7 +14,6 @@ and the validation curve are recorded with the row.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,8 @@ from coordgate.optics.restoration import (
     richardson_lucy_iterates,
     spatially_varying_wiener,
 )
+from coordgate.timing import median_seconds
+from coordgate.training.metrics import psnr
 
 __all__ = ["CLASSICAL", "ClassicalMethod", "tune_classical"]
 
@@ -35,8 +36,8 @@ WIENER_GRID = 3
 
 
 def _psnr(x: torch.Tensor, sharp: torch.Tensor) -> float:
-    mse = (x.double() - sharp.double()).square().mean((1, 2, 3)).clamp_min(1e-12)
-    return float((10 * torch.log10(1 / mse)).mean())
+    """Mean per-frame PSNR of (N, 1, H, W) frames."""
+    return float(psnr(x, sharp, reduce_dims=(1, 2, 3)).mean())
 
 
 @dataclass
@@ -65,12 +66,7 @@ class ClassicalMethod:
             self.field, (size, size), method=like.method, rank=like.rank, padding=like.padding
         )
         frame = operator.A(torch.rand(1, 1, size, size))
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self(frame, operator)
-            times.append(time.perf_counter() - start)
-        return 1000 * sorted(times)[len(times) // 2]
+        return 1000 * median_seconds(lambda: self(frame, operator), repeats, warmup=0)
 
 
 def _tune_wiener(blurred, sharp, field: PSFField) -> ClassicalMethod:

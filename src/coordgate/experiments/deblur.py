@@ -572,9 +572,10 @@ def _frame256_ms(model: torch.nn.Module) -> float | None:
         return 1000 * median_seconds(lambda: predict(model, frame, tile="auto"), 3)
 
 
-def _classical_outcome(name, preset, cache, operator, field, frames, seed):
-    """Tune ``name`` on the val split (true field), score it like a network."""
-    val_blurred, val_sharp = _split_frames(cache, "val")
+def _classical_outcome(name, preset, val, operator, field, frames, seed):
+    """Tune ``name`` on the ``val`` frames (blurred, sharp) with the true field, score it
+    like a network."""
+    val_blurred, val_sharp = val
     method = tune_classical(name, val_blurred, val_sharp, operator, field,
                             max_iterations=preset.rl_max_iterations)  # fmt: skip
     start = time.perf_counter()
@@ -674,9 +675,10 @@ def run_study(
                 frame256_ms=_frame256_ms(model),
             )
         )  # fmt: skip
+    val = _split_frames(cache, "val") if preset.classical else None
     for name in preset.classical:
         print(f"== {name} (true field, setting chosen on the val split)", flush=True)
-        outcome, predicted = _classical_outcome(name, preset, cache, operator, field, frames, seed)
+        outcome, predicted = _classical_outcome(name, preset, val, operator, field, frames, seed)
         outcomes.append(outcome)
         predictions[name] = predicted
     results = {

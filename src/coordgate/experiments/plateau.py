@@ -15,6 +15,7 @@ per model: did its search reach a plateau within the cap) and report (``report.m
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -116,8 +117,6 @@ def run_study(
 
 def write_outputs(out: Path, preset: deblur.Preset, seed: int, baseline: float) -> dict:
     """``results.json`` and ``report.md`` from every finished model search in ``out``."""
-    import json
-
     rows = [json.loads(p.read_text()) for p in sorted((out / "models").glob("*.json"))]
     results = {
         "preset": asdict(preset),

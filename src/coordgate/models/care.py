@@ -26,7 +26,7 @@ from torch import nn
 
 from coordgate.frames import FrameLike
 from coordgate.models.registry import register_model
-from coordgate.models.unet import check_image, zero_head
+from coordgate.models.unet import check_image, check_residual, zero_head
 
 __all__ = ["CAREUNet"]
 
@@ -66,11 +66,7 @@ class CAREUNet(nn.Module):
         residual: bool = False,
     ) -> None:
         super().__init__()
-        if residual and in_channels != out_channels:
-            raise ValueError(
-                f"residual=True needs in_channels == out_channels, got {in_channels} and "
-                f"{out_channels}"
-            )
+        check_residual(residual, in_channels, out_channels)
         self.in_channels, self.out_channels, self.depth = in_channels, out_channels, depth
         self.base_channels, self.residual = base_channels, bool(residual)
         widths = [base_channels * 2**level for level in range(depth)]

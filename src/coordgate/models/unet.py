@@ -59,6 +59,7 @@ __all__ = [
     "PixelAdaptiveUNet",
     "UNet",
     "check_image",
+    "check_residual",
 ]
 
 COORDINATE_MODES = ("none", "gate", "coordconv", "pac", "local")
@@ -151,6 +152,14 @@ def zero_head(head: nn.Conv2d) -> None:
         nn.init.zeros_(head.bias)
 
 
+def check_residual(residual: bool, in_channels: int, out_channels: int) -> None:
+    """A residual network adds its input to its output: the channels must match."""
+    if residual and in_channels != out_channels:
+        raise ValueError(
+            f"residual=True needs in_channels == out_channels, got {in_channels} and {out_channels}"
+        )
+
+
 def _check_options(depth: int, in_channels: int, out_channels: int, base_channels: int) -> None:
     for name, value in dict(
         depth=depth, in_channels=in_channels, out_channels=out_channels, base_channels=base_channels
@@ -221,11 +230,7 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_options(depth, in_channels, out_channels, base_channels)
-        if residual and in_channels != out_channels:
-            raise ValueError(
-                f"residual=True needs in_channels == out_channels, got {in_channels} and "
-                f"{out_channels}"
-            )
+        check_residual(residual, in_channels, out_channels)
         self.residual = bool(residual)
         if coordinates not in COORDINATE_MODES:
             raise ValueError(f"coordinates must be one of {COORDINATE_MODES}, got {coordinates!r}")

@@ -63,7 +63,6 @@ __all__ = [
     "TrainingResult",
     "evaluate",
     "fit",
-    "native_bf16",
 ]
 
 STATE_FILE = "last.state.pt"
@@ -114,7 +113,7 @@ class TrainConfig:
     attribute when it has one (``care-unet``: mae), else mse.
     ``amp``: bf16 autocast; None turns it on for CUDA devices that support bf16 (on this
     project's AVX-512-BF16 CPU a whole-frame step takes 0.70-0.76 of the float32 time,
-    ``benchmarks/results/precision.json``; :func:`native_bf16` tells such CPUs).
+    ``benchmarks/results/precision.json``).
     ``channels_last``: the model's weights and the training batches in channels-last
     memory (0.67-0.82 of a float32 step on that CPU, 0.46-0.53 together with bf16); None:
     on when bf16 autocast runs on the CPU. Checkpoints are float32 and contiguous either
@@ -361,15 +360,6 @@ def _predict(
             f"but the sharp targets are {tuple(sharp.shape)}"
         )
     return prediction.float(), sharp
-
-
-def native_bf16(device: str | torch.device) -> bool:
-    """Whether ``device`` computes in bf16 natively: a CUDA device that supports it, or a
-    CPU with AVX-512-BF16 / AMX (through oneDNN), where bf16 autocast pays."""
-    device = resolve_device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _use_amp(amp: bool | None, device: torch.device) -> bool:
