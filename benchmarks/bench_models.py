@@ -64,7 +64,8 @@ _DEBLUR = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import torch
-    from coordgate.inference import balanced_tile, default_overlap, default_tile, predict
+    from coordgate.inference import default_overlap, default_tile, predict
+    from coordgate.tiling import balanced_tile
     from coordgate.models import build_model
 
     def rss_mb(field):

@@ -7,6 +7,9 @@ batches of 16 whole 64x64 frames, Adam on MSE):
 
 - ``step``: a training step of CG U-Net(3), U-Net(6) and care-unet in float32, under bf16
   autocast, in channels-last memory, and both; ratios to float32;
+- ``crop_step``: the same on the sensor preset's batches: 16 crops of 64x64, each with
+  its own origin on a 256x256 sensor (the gates evaluated per sample), float32 vs bf16
+  autocast with channels-last;
 - ``inference``: eval forward of a 256x256 frame, float32 vs bf16 autocast;
 - ``threads``: a float32 step on two threads vs one (wall time; with two runs at a time on
   2 cores, one thread per run is what the studies use);
@@ -40,14 +43,22 @@ def _autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-def _step_case(name: str, batch: int, size: int, bf16: bool, channels_last: bool):
+def _step_case(
+    name: str, batch: int, size: int, bf16: bool, channels_last: bool, sensor: int | None = None
+):
+    """A training step on ``batch`` frames of ``size``² (with ``sensor``: crops of a
+    ``sensor``² frame, each at its own random origin)."""
     torch.manual_seed(0)
     model = build_model(name, **_options(name))
     x = torch.rand(batch, 1, size, size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    step = adam_step(model, x, x)
+    where = ()
+    if sensor is not None:
+        origins = torch.randint(0, sensor - size + 1, (batch, 2), generator=torch.Generator())
+        where = (origins, (sensor, sensor))
+    step = adam_step(model, x, x, *where)
 
     def case() -> None:
         with _autocast(bf16):
@@ -105,6 +116,20 @@ def run(quick: bool) -> dict:
             results["step"][name] = {
                 "seconds": seconds,
                 "ratio_to_float32": ratios(seconds, {k: (k, "float32") for k in variants}),
+            }
+        sensor = 128 if quick else 256
+        results["crop_step"] = {"sensor": sensor}
+        for name in MODELS:
+            variants = {"float32": (False, False), "bf16_channels_last": (True, True)}
+            cases = {
+                k: _step_case(name, batch, size, *v, sensor=sensor) for k, v in variants.items()
+            }
+            seconds = time_clocks(cases, repeats)
+            results["crop_step"][name] = {
+                "seconds": seconds,
+                "ratio_to_float32": ratios(
+                    seconds, {"bf16_channels_last": ("bf16_channels_last", "float32")}
+                ),
             }
         frame = 128 if quick else 256
         cases = {

@@ -370,3 +370,72 @@ def test_calibrate_refuses_an_unknown_centre_or_pupil_scale():
         calibrate(image, 9, field_model="zernike")
     with pytest.raises(ValueError, match="centres every PSF on its chief ray"):
         calibrate(image, 9, field_model="pupil", centre="centroid")
+
+
+# A lens strong for its 15 px window: astigmatism 2x and coma 2.5x the benchmark's old
+# strongest lens, 13 % of the corner PSFs' energy outside the window. Noise-limited beads
+# at test size (49 beads, 180 px) leave the field 1-4 % from the truth; the bounds are
+# the issue's (median 5 %, worst 15 %), which the coarse-to-fine pupil fit meets and the
+# former single-start fit (with the fit-residual model choice) missed: 33 % / 47 %.
+STRONG_K = 15
+
+
+@pytest.fixture(scope="module")
+def strong_lens_cli(tmp_path_factory):
+    truth = LensField(STRONG_K, max_defocus=0.12, astigmatism=0.3, coma=0.25)
+    positions = _grid_positions(7, 180, STRONG_K // 2 + 5, 3.0, seed=2)
+    image = simulate_beads(truth, 180, positions=positions, photons=20000, seed=2)
+    folder = tmp_path_factory.mktemp("strong")
+    tifffile.imwrite(folder / "beads.tif", image.image.astype(np.float32))
+    out, report = folder / "field.npz", folder / "report"
+    argv = ["calibrate", str(folder / "beads.tif"), "--psf-size", str(STRONG_K)]
+    code = main([*argv, "--out", str(out), "--report", str(report)])
+    return truth, code, out, json.loads((report / "calibration.json").read_text())
+
+
+def test_a_strongly_aberrated_lens_is_calibrated_within_the_bounds(strong_lens_cli):
+    truth, code, out, summary = strong_lens_cli
+    assert code == 0 and summary["model"] == "pupil"
+    errors = field_errors(PSFField.load(out), truth)
+    assert errors["median"] <= 0.05 and errors["worst"] <= 0.15, errors
+    check = summary["self_check"]
+    assert len(check["regions"]) == 9 and check["verdict"] != "poor"
+    assert max(r["ratio"] for r in check["regions"]) < 1.5
+
+
+def test_a_too_small_psf_size_is_warned_with_the_size_that_holds_it(strong_lens_cli):
+    import re
+
+    check = strong_lens_cli[3]["self_check"]
+    warning = next(w for w in check["warnings"] if "window edge" in w)
+    suggested = int(re.search(r"--psf-size (\d+) would hold", warning).group(1))
+    assert suggested > STRONG_K and suggested % 2 == 1
+    worst = max(check["truncation"], key=lambda r: r["outside"])
+    assert worst["outside"] > 0.05 and worst["holding_size"] == suggested
+
+
+def test_the_cli_prints_the_worst_region_and_warnings(tmp_path, capsys):
+    truth = LensField(STRONG_K, max_defocus=0.12, astigmatism=0.3, coma=0.25)
+    positions = _grid_positions(5, 120, STRONG_K // 2 + 5, 3.0, seed=5)
+    image = simulate_beads(truth, 120, positions=positions, photons=20000, seed=5)
+    tifffile.imwrite(tmp_path / "beads.tif", image.image.astype(np.float32))
+    argv = ["calibrate", str(tmp_path / "beads.tif"), "--psf-size", str(STRONG_K)]
+    assert main([*argv, "--out", str(tmp_path / "field.npz"), "--model", "low_rank"]) == 0
+    printed = capsys.readouterr()
+    assert "self-check (" in printed.out and "worst region" in printed.out
+
+
+def test_self_check_flags_sparse_and_badly_predicted_regions():
+    from coordgate.optics.calibration.selfcheck import regional_map, summarise
+
+    rng = np.random.default_rng(0)
+    positions = rng.uniform(-1, 1, (60, 2))
+    positions = positions[~((positions[:, 0] > 1 / 3) & (positions[:, 1] < -1 / 3))]
+    residuals = np.full(len(positions), 0.1)
+    bad = (positions[:, 0] < -1 / 3) & (positions[:, 1] > 1 / 3)
+    residuals[bad] = 0.4
+    check = summarise(regional_map(positions, residuals, np.full(len(positions), 0.1)), None, 11)
+    flags = {tuple(r["region"]): r["flags"] for r in check["regions"]}
+    assert flags[(2, 0)] == ["poorly_constrained"] and flags[(0, 2)] == ["high_residual"]
+    assert check["verdict"] == "poor" and check["worst_region"]["region"] == [0, 2]
+    assert any("4.0x the noise floor" in w for w in check["warnings"])

@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 from coordgate.data.io import (
+    PixelSize,
     frame_info,
     montage,
     read_frames,
     read_image,
+    read_pixel_size,
     write_png_preview,
     write_tiff,
 )
@@ -181,3 +183,32 @@ def test_sample_images_load_offline(monkeypatch):
         sample_image("kidney")
     with pytest.raises(ValueError, match="kind"):
         sample_images("biology")
+
+
+@pytest.mark.parametrize(
+    "pixel_size",
+    [PixelSize(0.65, 0.5, "um"), PixelSize(1e-4, 2e-4, "cm"), PixelSize(3.0, 3.0, ""), None],
+)
+@pytest.mark.parametrize("shape", [(9, 7), (3, 9, 7)])
+def test_tiffs_keep_their_pixel_size(tmp_path, pixel_size, shape):
+    image = RNG.random(shape).astype(np.float32)
+    path = write_tiff(tmp_path / "a.tif", image, pixel_size=pixel_size)
+    read = read_pixel_size(path)
+    if pixel_size is None:
+        assert read is None
+    else:
+        assert read.unit == pixel_size.unit
+        np.testing.assert_allclose(read[:2], pixel_size[:2], rtol=1e-6)
+    np.testing.assert_array_equal(read_frames(path), image.reshape(-1, 9, 7))
+
+
+def test_pixel_size_of_imagej_and_other_files(tmp_path):
+    image = RNG.random((9, 7)).astype(np.float32)
+    tifffile.imwrite(
+        tmp_path / "ij.tif", image, imagej=True, resolution=(4, 2), metadata={"unit": "um"}
+    )
+    assert read_pixel_size(tmp_path / "ij.tif") == PixelSize(0.5, 0.25, "um")
+    Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    assert read_pixel_size(tmp_path / "a.png") is None
+    with pytest.raises(ValueError, match="positive"):
+        write_tiff(tmp_path / "b.tif", image, pixel_size=PixelSize(0.0, 1.0, "um"))

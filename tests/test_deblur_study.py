@@ -1,6 +1,7 @@
 """The deblurring study end to end at a tiny size: outputs, report, reuse of trained models."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -99,11 +100,46 @@ def test_rerun_reuses_trained_models(study):
     assert [m["train_s"] for m in again["models"]] == [m["train_s"] for m in results["models"]]
 
 
+def test_budget_tiers_halving_test_and_resuming_from_records_alone(tmp_path):
+    tiers = replace(TINY, models=("unet4", "cg-unet3"), epochs=1, headline_epochs=2,
+                    budget_test=("cg-unet3",), headline_seeds=1, classical=())  # fmt: skip
+    results = run_study(tiers, tmp_path, progress=False)
+    other, headline = results["models"]
+    assert (other["budget_epochs"], other["epochs"], other["doubling"]) == (1, 1, None)
+    assert headline["runs"][0]["plan"]["epochs"] == 2  # every run's plan is recorded
+    assert (headline["budget_epochs"], headline["epochs"]) == (2, 2)
+    test = headline["doubling"]
+    assert test["form"] == "halving" and test["epochs"] == 1 and test["budget_epochs"] == 2
+    assert test["doubled_psnr"] == headline["psnr"]
+    assert test["doubling_gain_db"] == pytest.approx(headline["psnr"] - test["psnr"])
+    assert (tmp_path / "runs" / "cg-unet3" / "seed0-e1" / "finished.json").is_file()
+    assert (tmp_path / "scores" / "cg-unet3-seed0-e1.json").is_file()
+    # a fresh clone keeps the records and the exported checkpoints, not the runs
+    shutil.rmtree(tmp_path / "runs")
+    again = run_study(tiers, tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()
+    assert again["models"] == results["models"]
+    # scoring without training: what is finished is reported, the rest listed as pending
+    partial = run_study(replace(tiers, headline_seeds=2), tmp_path, progress=False, train=False)
+    assert [m["name"] for m in partial["models"]] == ["unet4"]
+    assert partial["skipped"][0]["name"] == "cg-unet3"
+    assert "not trained yet (cg-unet3-seed1" in partial["skipped"][0]["reason"]
+    assert not (tmp_path / "runs").exists()
+    # a model whose half-budget run is missing is reported, its budget marked untested
+    (tmp_path / "scores" / "cg-unet3-seed0-e1.json").unlink()
+    partial = run_study(tiers, tmp_path, progress=False, train=False)
+    assert partial["models"][1]["doubling"] is None and partial["budget_untested"] == ["cg-unet3"]
+    assert "Halving test not run yet" in (tmp_path / "report.md").read_text()
+    # a record of other training options is refused, not reused
+    with pytest.raises(ValueError, match="scored for another run"):
+        run_study(replace(tiers, lr=1e-2), tmp_path, progress=False)
+
+
 def test_sensor_regime_trains_on_crops_and_evaluates_whole_frames(tmp_path):
     sensor = replace(
         PRESETS["sensor"], frame=64, crop=32, crops_per_frame=2, images=10, base_channels=2,
         epochs=1, batch_size=4, models=("cg-unet3",), headline_seeds=1, time_budget_s=None,
-        classical=(),
+        classical=(), headline_epochs=None, budget_test=(),
     )  # fmt: skip
     results = run_study(sensor, tmp_path, progress=False)
     (row,) = results["models"]

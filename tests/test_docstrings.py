@@ -9,11 +9,19 @@ import pytest
 MODULES = {
     "coordgate.frames": 4,
     "coordgate.inference": 5,
+    "coordgate.tiling": 6,
+    "coordgate.deconvolution": 3,
+    "coordgate.optics.blur": 5,
+    "coordgate.optics.noise": 3,
+    "coordgate.optics.restoration": 6,
+    "coordgate.data.io": 1,
     "coordgate.layers.gate": 4,
     "coordgate.layers.conv": 3,
     "coordgate.layers.coordconv": 3,
     "coordgate.layers.local": 3,
     "coordgate.layers.pac": 2,
+    "coordgate.layers.frozen": 4,
+    "coordgate.export.deblurrer": 3,
     "coordgate.training.fit": 1,
 }
 

@@ -5,13 +5,12 @@ import pytest
 import torch
 
 from coordgate.inference import (
-    balanced_tile,
     default_overlap,
     default_tile,
-    plan_windows,
     predict,
 )
 from coordgate.models import build_model
+from coordgate.tiling import balanced_tile, plan_windows
 
 
 def trained_like(name: str, base_channels: int = 4, **options) -> torch.nn.Module:

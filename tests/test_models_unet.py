@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from coordgate.commands import models as models_command
+from coordgate.export import FrameDeblurrer, export_onnx
 from coordgate.frames import Frame, batch_frames
 from coordgate.models import build_model, count_parameters, list_models
 from coordgate.models.multiwiener import WienerDeconvolution
@@ -269,26 +270,24 @@ def test_multiwiener_from_field_and_errors():
 
 
 @pytest.mark.parametrize(
-    "name, size, dynamo",
+    "name, size",
     [
-        ("unet3", (36, 28), False),
-        ("cg-unet3", (36, 28), False),
-        ("coordconv-unet6", (64, 32), False),
-        # the legacy exporter has no FFT; the dynamo exporter maps it to ONNX DFT
-        ("multiwiener-unet6", (64, 32), True),
+        ("unet3", (36, 28)),
+        ("cg-unet3", (36, 28)),
+        ("coordconv-unet6", (64, 32)),
+        ("multiwiener-unet6", (64, 32)),  # FFT: ONNX DFT
     ],
 )
-def test_onnx_export_runs_in_onnxruntime(name, size, dynamo, tmp_path):
+def test_onnx_export_runs_in_onnxruntime(name, size, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model = tiny(name, base_channels=4).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    x = torch.rand(2, 1, *size)
-    path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=dynamo)
+    x = torch.rand(1, 1, *size)
+    path = export_onnx(FrameDeblurrer(model, x.shape, None), tmp_path / f"{name}.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run(None, {"x": x.numpy()})
+    (onnx_out,) = session.run(None, {"frame": x.numpy()})
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(onnx_out, expected, atol=1e-4)

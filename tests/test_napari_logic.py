@@ -24,6 +24,7 @@ from coordgate.napari.deblur import (
     reference_checkpoints,
     suggested_normalisation,
 )
+from coordgate.napari.deconvolve import deconvolve_stack, field_choices, field_for
 from coordgate.napari.fields import GAP, get_reader, psf_montage
 from coordgate.napari.layers import (
     SENSOR_SIZE,
@@ -32,6 +33,7 @@ from coordgate.napari.layers import (
     output_layer,
     pixel_origin,
     sensor_size,
+    stack_progress,
 )
 from coordgate.napari.simulate import blur_stack, load_field
 from coordgate.optics import PSFField, SpatiallyVaryingBlur
@@ -61,6 +63,16 @@ def cli_deblur(tmp_path, checkpoint: str, image: np.ndarray, *options: str) -> n
     tifffile.imwrite(source, image)
     out = tmp_path / "cli"
     assert main(["deblur", "--checkpoint", checkpoint, str(source), "-o", str(out), *options]) == 0
+    return tifffile.imread(out / "input.tif")
+
+
+def cli_deconvolve(tmp_path, field: str, image: np.ndarray, *options: str) -> np.ndarray:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source = tmp_path / "input.tif"
+    tifffile.imwrite(source, image)
+    out = tmp_path / "cli"
+    args = ["deconvolve", str(source), "--psf-field", field, "-o", str(out), *options]
+    assert main(args) == 0
     return tifffile.imread(out / "input.tif")
 
 
@@ -324,7 +336,7 @@ def test_calibrating_a_bead_layer_saves_a_field(bead_calibration, tmp_path):
         calibrate_beads(image, 15, out=tmp_path / "field.tif")
 
 
-def test_calibration_layers_show_beads_montage_and_fwhm(bead_calibration):
+def test_calibration_layers_show_beads_montage_and_fwhm(bead_calibration, tmp_path):
     from coordgate.napari.calibrate import FWHM_CELLS, calibration_layers, fwhm_map
     from coordgate.optics.calibration import REJECTION_REASONS
 
@@ -338,6 +350,7 @@ def test_calibration_layers_show_beads_montage_and_fwhm(bead_calibration):
     assert set(rejected[1]["features"]["reason"]) <= set(REJECTION_REASONS)
     assert used[1]["translate"] == (10.0, 20.0) and rejected[1]["name"] == "beads beads rejected"
     assert montage[0].shape == (17 * (15 + GAP) - GAP,) * 2 and montage[2] == "image"
+    assert "psf_field" not in montage[1]["metadata"]
     # the FWHM map's pixels lie on the centres of 32 x 32 cells of the 256 px sensor
     cell = 256 / FWHM_CELLS
     assert fwhm[1]["scale"] == (2 * cell, 2 * cell)
@@ -348,6 +361,8 @@ def test_calibration_layers_show_beads_montage_and_fwhm(bead_calibration):
     centre = widths[14:18, 14:18].mean()
     assert widths[0, 0] > centre and widths[-1, -1] > centre  # the lens defocuses outward
 
+    named = calibration_layers(result, "beads", field_file=tmp_path / "field.npz")[2][1]
+    assert named["metadata"]["psf_field"] == str(tmp_path / "field.npz")  # for Deconvolve
     stacked = calibration_layers(result, "beads", stacked=True, scale=(1, 1, 1))
     assert stacked[0][0].shape[1] == 3 and (stacked[0][0][:, 0] == 0).all()
 
@@ -358,3 +373,81 @@ def test_bead_sample_is_a_calibration_test_case():
 
     [(image, kwargs, kind)] = beads_sample()
     assert image.shape == (512, 512) and kind == "image" and "beads" in kwargs["name"]
+
+
+def _lens_frames(shape, seed=9) -> np.ndarray:
+    """Frames (..., H, W) of the default lens at the default noise, as a layer holds them."""
+    from tests.test_deconvolution import _blurred
+
+    count = int(np.prod(shape[:-2], dtype=int))
+    frames = [_blurred(PSFField.default(), shape[-2:], index=seed + i)[1] for i in range(count)]
+    return np.stack(frames).reshape(shape)
+
+
+def test_deconvolve_equals_the_command_line(tmp_path):
+    from coordgate.deconvolution import DeconvolutionSettings
+
+    image = _lens_frames((64, 56))
+    result, used, summaries = deconvolve_stack(image, PSFField.default(), DeconvolutionSettings())
+    assert result.shape == image.shape and result.dtype == np.float32 and used is None
+    assert summaries[0]["iterations"] == 100 and "residual" in summaries[0]["description"]
+    expected = cli_deconvolve(tmp_path, "default", image)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+
+
+def test_deconvolve_equals_the_command_line_on_a_crop_and_a_stack(tmp_path):
+    from coordgate.deconvolution import DeconvolutionSettings
+
+    stack = _lens_frames((2, 1, 48, 40))
+    settings = DeconvolutionSettings(iterations=20, tile=42)
+    result, used, _ = deconvolve_stack(
+        stack, PSFField.default(), settings, origin=(10, 20), full_size=(128, 96)
+    )
+    assert result.shape == stack.shape and used == (128.0, 96.0)
+    options = ("--iterations", "20", "--tile", "42", "--origin", "10", "20")
+    expected = cli_deconvolve(
+        tmp_path, "default", stack.reshape(2, 48, 40), *options, "--full-size", "128", "96"
+    )
+    np.testing.assert_allclose(result.reshape(2, 48, 40), expected, rtol=0, atol=1e-5)
+    wiener = DeconvolutionSettings(method="wiener")
+    result, _, summaries = deconvolve_stack(stack[0, 0], PSFField.default(), wiener)
+    assert summaries[0]["method"] == "wiener"
+    expected = cli_deconvolve(tmp_path / "w", "default", stack[0, 0], "--method", "wiener")
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+
+
+def test_deconvolve_progress_counts_iterations_over_all_frames():
+    from coordgate.deconvolution import DeconvolutionSettings
+
+    stack = _lens_frames((2, 48, 40))
+    seen = []
+    settings = DeconvolutionSettings(iterations=3)
+    deconvolve_stack(stack, PSFField.default(), settings, progress=lambda *a: seen.append(a))
+    assert seen == [(k, 6) for k in range(1, 7)]
+
+    def cancel(done, total):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        deconvolve_stack(stack, PSFField.default(), settings, progress=cancel)
+    assert stack_progress(None, 0, 2) is None
+
+
+def test_fields_on_offer_include_those_layers_name(tmp_path):
+    path = str(PSFField.gaussian(psf_size=9).save(tmp_path / "calibrated.npz"))
+    layers = [
+        ("beads calibrated PSF grid", {"psf_field": path}),
+        ("a copy", {"psf_field": path}),
+        ("blurred", {"psf_field": "default lens"}),
+        ("gone", {"psf_field": str(tmp_path / "gone.npz")}),
+        ("plain", {}),
+    ]
+    choices = field_choices(layers)
+    assert choices == [
+        ("default lens", "default lens"),
+        ("gaussian", "gaussian"),
+        ("file", "file"),
+        ("beads calibrated PSF grid (calibrated.npz)", path),
+    ]
+    assert field_for(path).psf_size == 9 and field_for("file", path).psf_size == 9
+    assert field_for("default lens").config() == PSFField.default().config()

@@ -1,5 +1,7 @@
 """End to end in a real ``napari.Viewer``: open the synthetic sample, deblur it with the
-Deblur dock widget, show input and result side by side (grid mode) and save a screenshot.
+Deblur dock widget, show input and result side by side (grid mode) and save a screenshot;
+and deconvolve the sample with the Deconvolve dock widget and the default lens, as
+``coordgate deconvolve`` does.
 
 The viewer needs an X display and OpenGL: the test runs this file as a script in a child
 process under ``xvfb-run`` (Debian's xvfb, Mesa's software OpenGL) when it is installed,
@@ -55,25 +57,8 @@ def _tiny_checkpoint(directory: Path) -> str:
 
 
 def test_deblur_in_a_real_viewer_and_screenshot(tmp_path):
-    try:
-        import napari  # noqa: F401
-    except ImportError:
-        _skip("napari is not installed (make napari-env): no real-viewer test")
-    prefix = _display()
-    if prefix is None:
-        _skip(
-            "no display for the real napari viewer: install Xvfb (apt-get install xvfb xauth "
-            "libgl1-mesa-dri) or set DISPLAY"
-        )
     screenshot = tmp_path / "napari_screenshot.png"
-    env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "OMP_NUM_THREADS": "1"}
-    command = [*prefix, sys.executable, __file__, str(screenshot), _tiny_checkpoint(tmp_path)]
-    done = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-
+    report = _child(str(screenshot), _tiny_checkpoint(tmp_path))
     assert report["status"] == f"done: {SAMPLE} deblurred"
     assert report["layers"][-2:] == [SAMPLE, f"{SAMPLE} deblurred"]
     assert report["grid"] and report["result_shape"] == [256, 256]
@@ -85,6 +70,87 @@ def test_deblur_in_a_real_viewer_and_screenshot(tmp_path):
         assert image.width >= 800 and image.height >= 400
     if os.environ.get("COORDGATE_NAPARI_SCREENSHOT"):
         shutil.copyfile(screenshot, os.environ["COORDGATE_NAPARI_SCREENSHOT"])
+
+
+def _child(*args: str) -> dict:
+    """Run this file with ``args`` in a child process with a display; its JSON report."""
+    try:
+        import napari  # noqa: F401
+    except ImportError:
+        _skip("napari is not installed (make napari-env): no real-viewer test")
+    prefix = _display()
+    if prefix is None:
+        _skip(
+            "no display for the real napari viewer: install Xvfb (apt-get install xvfb xauth "
+            "libgl1-mesa-dri) or set DISPLAY"
+        )
+    env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "OMP_NUM_THREADS": "1"}
+    command = [*prefix, sys.executable, __file__, *args]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_deconvolve_in_a_real_viewer(tmp_path):
+    import numpy as np
+    import torch
+
+    from coordgate.training.metrics import psnr
+    from tests.test_napari_logic import cli_deconvolve
+
+    report = _child("--deconvolve", str(tmp_path))
+    assert report["status"].startswith(f"done: {SAMPLE} deconvolved; Richardson-Lucy")
+    assert report["layers"][-1] == f"{SAMPLE} deconvolved" and report["placed_as_input"]
+    assert report["progress"] == [100, 100]
+    blurred, result, sharp = (np.load(tmp_path / f"{n}.npy") for n in ("input", "result", "sharp"))
+    expected = cli_deconvolve(tmp_path / "cli", "default", blurred)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+    before, after = (
+        float(psnr(torch.from_numpy(x), torch.from_numpy(sharp))) for x in (blurred, result)
+    )
+    assert after > before + 2, (before, after)
+
+
+def _wait_for(widget, app, seconds: float) -> None:
+    """Keep the GUI turning until the widget's worker is done, at most ``seconds``."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while widget.running and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _run_deconvolve(out: str) -> dict:
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="coordgate: deconvolve in napari")
+    viewer.open_sample("coordgate", "synthetic")
+    _, widget = viewer.window.add_plugin_dock_widget("coordgate", "Deconvolve")
+    layer = viewer.layers[SAMPLE]
+    widget.image.value = layer
+    widget.field.value = "default lens"
+    widget.run_button.native.click()
+    _wait_for(widget, QApplication.instance(), TIMEOUT_S - 60)
+    result = viewer.layers[-1]
+    for name, data in (("input", layer.data), ("result", result.data)):
+        np.save(Path(out) / f"{name}.npy", data)
+    np.save(Path(out) / "sharp.npy", viewer.layers["synthetic (sharp)"].data)
+    report = {
+        "status": widget.status.value,
+        "layers": [layer.name for layer in viewer.layers],
+        "placed_as_input": bool(
+            np.array_equal(result.scale, layer.scale)
+            and np.array_equal(result.translate, layer.translate)
+        ),
+        "progress": [widget.progress.value, widget.progress.max],
+    }
+    viewer.close()
+    return report
 
 
 def _pick_checkpoint(widget, fallback: str) -> str:
@@ -120,10 +186,7 @@ def _run_viewer(screenshot: str, fallback: str) -> dict:
     widget.sensor.rows.value = widget.sensor.columns.value = 256  # the frame is the sensor
     widget.run_button.native.click()
     app = QApplication.instance()
-    deadline = time.monotonic() + TIMEOUT_S - 60
-    while widget.running and time.monotonic() < deadline:
-        app.processEvents()
-        time.sleep(0.02)
+    _wait_for(widget, app, TIMEOUT_S - 60)
     viewer.grid.enabled = True
     viewer.grid.shape = (1, len(viewer.layers))
     viewer.grid.spacing = 0.05
@@ -147,4 +210,7 @@ def _run_viewer(screenshot: str, fallback: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_run_viewer(sys.argv[1], sys.argv[2])))
+    if sys.argv[1] == "--deconvolve":
+        print(json.dumps(_run_deconvolve(sys.argv[2])))
+    else:
+        print(json.dumps(_run_viewer(sys.argv[1], sys.argv[2])))

@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from coordgate.data.samples import SAMPLES
 from coordgate.napari.deblur import DeblurSettings, deblur_stack
+from coordgate.napari.fields import read_psf_field
 from coordgate.napari.layers import SENSOR_SIZE
 from coordgate.napari.simulate import blur_stack, load_field
 from coordgate.optics import PSFField
-from tests.test_napari_logic import cli_deblur, save_tiny
+from tests.test_napari_logic import _lens_frames, cli_deblur, cli_deconvolve, save_tiny
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before pytest-qt creates the QApplication
 if os.environ.get("COORDGATE_REQUIRE_NAPARI") != "1":
@@ -53,8 +55,10 @@ def test_manifest_declares_every_contribution():
     contributions = manifest.contributions
     assert {w.display_name for w in contributions.widgets} == {
         "Deblur",
+        "Deconvolve",
         "Simulate blur",
         "Calibrate",
+        "Export",
     }
     assert {s.key for s in contributions.sample_data} == {"synthetic", "beads", *SAMPLES}
     assert [r.filename_patterns for r in contributions.readers] == [["*.npz"]]
@@ -189,20 +193,26 @@ def test_deblur_2048_runs_in_a_worker_with_progress_and_equals_the_command_line(
     np.testing.assert_allclose(viewer.layers["sensor deblurred"].data, expected, atol=1e-5, rtol=0)
 
 
-def test_deblur_can_be_cancelled(viewer, qtbot, tmp_path, monkeypatch):
-    ckpt = save_tiny(tmp_path, "unet3", base_channels=1, full_size=(2048, 2048))
-    first_batch, cancelled = threading.Event(), threading.Event()
-    real = widgets.deblur_stack
+def held_after_the_first_report(real, first_report, cancelled):
+    """``real`` (a function taking ``progress``) that waits after its first report until
+    ``cancelled`` is set, having set ``first_report``."""
 
-    def held_after_first_batch(*args, progress, **kwargs):
+    def held(*args, progress, **kwargs):
         def report(done, total):
             progress(done, total)  # raises Cancelled once the worker is asked to quit
-            first_batch.set()
+            first_report.set()
             cancelled.wait(timeout=60)
 
         return real(*args, progress=report, **kwargs)
 
-    monkeypatch.setattr(widgets, "deblur_stack", held_after_first_batch)
+    return held
+
+
+def test_deblur_can_be_cancelled(viewer, qtbot, tmp_path, monkeypatch):
+    ckpt = save_tiny(tmp_path, "unet3", base_channels=1, full_size=(2048, 2048))
+    first_batch, cancelled = threading.Event(), threading.Event()
+    held = held_after_the_first_report(widgets.deblur_stack, first_batch, cancelled)
+    monkeypatch.setattr(widgets, "deblur_stack", held)
     widget = widgets.DeblurWidget(viewer)
     qtbot.addWidget(widget.native)
     widget.image.value = viewer.add_image(np.zeros((2048, 2048), np.float32), name="sensor")
@@ -330,3 +340,120 @@ def test_calibrate_is_a_note_where_calibration_is_missing(viewer, qtbot, monkeyp
     qtbot.addWidget(note.native)
     assert not isinstance(note, widgets.CalibrateWidget)
     assert note[0].value == "no calibration here"
+
+
+def test_export_widget_writes_the_package_the_command_writes(viewer, qtbot, tmp_path):
+    pytest.importorskip("bioimageio.core", reason="the bioimageio extra is not installed")
+    from zipfile import ZipFile
+
+    from coordgate.cli import main
+
+    ckpt = save_tiny(tmp_path, full_size=(32, 24))
+    widget = widgets.ExportWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.choice.checkpoint.value = ckpt
+    assert widget.choice.normalisation.value == "checkpoint"
+    assert widget.run() is None and "choose where to write" in widget.status.value
+    widget.output.value = tmp_path / "widget.zip"
+    widget.authors.value = "A. Tester, B. Tester"
+    assert widget.run() is not None
+    finish(qtbot, widget)
+    assert widget.status.value == "wrote widget.zip; bioimageio.core test: passed"
+    command = tmp_path / "command.zip"
+    args = ["export", ckpt, "--format", "bioimageio", "-o", str(command), "--no-test"]
+    assert main([*args, "--author", "A. Tester", "--author", "B. Tester"]) == 0
+    with ZipFile(tmp_path / "widget.zip") as ours, ZipFile(command) as theirs:
+        for name in ("README.md", "test_input.npy", "test_output.npy"):
+            assert ours.read(name) == theirs.read(name), name
+        assert b"B. Tester" in ours.read("rdf.yaml")
+
+
+def test_export_widget_follows_the_format(viewer, qtbot, tmp_path):
+    ckpt = save_tiny(tmp_path, full_size=(32, 24))
+    widget = widgets.ExportWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.choice.checkpoint.value = ckpt
+    widget.output.value = tmp_path / "model.zip"
+    widget.format.value = "onnx"
+    assert Path(widget.output.value).name == "model.onnx"
+    widget.run()
+    finish(qtbot, widget)
+    assert widget.status.value == "wrote model.onnx (onnx)"
+    assert (tmp_path / "model.onnx").is_file()
+
+
+def test_deconvolve_widget_equals_the_command_line(viewer, qtbot, tmp_path):
+    image = _lens_frames((64, 56))
+    layer = viewer.add_image(image, name="frame", scale=(0.5, 0.5), translate=(3, 4))
+    widget = widgets.DeconvolveWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.image.value = layer
+    widget.sensor.rows.value, widget.sensor.columns.value = 100, 90
+    assert widget.field.value == "default lens" and widget.iterations.enabled
+    assert not widget.balance.enabled
+    assert widget.run() is not None
+    finish(qtbot, widget)
+    result = viewer.layers["frame deconvolved"]
+    np.testing.assert_array_equal(result.scale, layer.scale)
+    np.testing.assert_array_equal(result.translate, layer.translate)
+    assert result.metadata[SENSOR_SIZE] == [100.0, 90.0]
+    assert result.metadata["psf_field"] == "default lens"
+    assert widget.status.value.startswith("done: frame deconvolved; Richardson-Lucy, 100")
+    assert widget.progress.value == widget.progress.max == 100
+    where = ("--origin", "6", "8", "--full-size", "100", "90")  # translate / scale
+    expected = cli_deconvolve(tmp_path, "default", image, *where)
+    np.testing.assert_allclose(result.data, expected, rtol=0, atol=1e-5)
+
+
+def test_deconvolve_offers_a_field_a_layer_names(viewer, qtbot, tmp_path):
+    path = PSFField.default(psf_size=11, max_defocus=0.4).save(tmp_path / "field.npz")
+    widget = widgets.DeconvolveWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.show()
+    widget.field.value = "file"
+    assert widget.field_file.visible
+    assert widget.run() is None and "choose a PSF field .npz file" in widget.status.value
+    [(montage, kwargs, _)] = read_psf_field(path)  # the layer File > Open makes of a field
+    viewer.add_image(montage, **kwargs)
+    assert str(path) in widget.field.choices
+    widget.field.value = str(path)
+    widget.method.value = "wiener"
+    assert widget.balance.enabled and not widget.iterations.enabled
+    image = _lens_frames((48, 40))
+    widget.image.value = viewer.add_image(image, name="frame")
+    widget.run()
+    finish(qtbot, widget)
+    result = viewer.layers["frame deconvolved"]
+    assert result.metadata["deconvolution"][0]["method"] == "wiener"
+    expected = cli_deconvolve(tmp_path, str(path), image, "--method", "wiener")
+    np.testing.assert_allclose(result.data, expected, rtol=0, atol=1e-5)
+
+
+def test_deconvolve_can_be_cancelled(viewer, qtbot, monkeypatch):
+    first_report, cancelled = threading.Event(), threading.Event()
+    held = held_after_the_first_report(widgets.deconvolve_stack, first_report, cancelled)
+    monkeypatch.setattr(widgets, "deconvolve_stack", held)
+    widget = widgets.DeconvolveWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.image.value = viewer.add_image(_lens_frames((48, 40)), name="frame")
+    widget.run()
+    assert widget.running and widget.cancel_button.enabled and not widget.run_button.enabled
+    qtbot.waitUntil(first_report.is_set, timeout=WAIT_MS)
+    widget.cancel_button.native.click()
+    cancelled.set()
+    finish(qtbot, widget)
+    assert widget.status.value == "cancelled"
+    assert [layer.name for layer in viewer.layers] == ["frame"]
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_deconvolve_reports_bad_input(viewer, qtbot):
+    widget = widgets.DeconvolveWidget(viewer)
+    qtbot.addWidget(widget.native)
+    assert widget.run() is None and "image layer" in widget.status.value
+    negative = np.random.default_rng(0).standard_normal((40, 40)).astype(np.float32)
+    widget.image.value = viewer.add_image(negative, name="negative")
+    widget.run()  # fails in the worker
+    finish(qtbot, widget)
+    assert "negative intensities" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["negative"]

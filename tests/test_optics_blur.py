@@ -9,6 +9,7 @@ from coordgate.optics import (
     PSFField,
     ShiftInvariantBlur,
     SpatiallyVaryingBlur,
+    TiledBlur,
     fourier,
     gaussian_psf,
 )
@@ -23,9 +24,12 @@ def lens() -> PSFField:
 
 def _operators(lens, padding, **frame):
     frame = {"padding": padding, "grid_size": 5, "dtype": torch.float64, **frame}
+    # circular padding wraps around the whole frame: one window
+    tile = None if padding == "circular" else 20
     return {
         "exact": SpatiallyVaryingBlur(lens, SIZE, **frame),
         "lowrank": SpatiallyVaryingBlur(lens, SIZE, method="lowrank", rank=3, **frame),
+        "tiled": TiledBlur(lens, SIZE, tile=tile, rank=3, **frame),
         "shift-invariant": ShiftInvariantBlur(lens.psf_at(0.4, -0.6), padding=padding),
     }
 
@@ -290,3 +294,58 @@ def test_the_adjoints_spectrum_is_the_complex_fft_from_a_real_one(shape):
     """The Hermitian completion of the real FFT equals torch.fft.fft2 (odd and even sizes)."""
     z = torch.rand(*shape, dtype=torch.float64)
     torch.testing.assert_close(fourier._spectrum(z), torch.fft.fft2(z), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("frame", [{}, {"origin": (20, 3), "full_size": (101, 64)}])
+def test_tiled_blur_is_the_lowrank_blur_to_rounding(lens, padding, frame):
+    options = {"padding": padding, "grid_size": 5, "dtype": torch.float64, **frame}
+    lowrank = SpatiallyVaryingBlur(lens, SIZE, method="lowrank", rank=4, **options)
+    tiles = [None] if padding == "circular" else [None, 18, (20, 31)]
+    x = torch.randn(2, 1, *SIZE, dtype=torch.float64)
+    for tile in tiles:
+        tiled = TiledBlur(lens, SIZE, tile=tile, rank=4, **options)
+        torch.testing.assert_close(tiled.A(x), lowrank.A(x), atol=1e-12, rtol=0)
+        torch.testing.assert_close(tiled.A_T(x), lowrank.A_T(x), atol=1e-12, rtol=0)
+
+
+def test_tiled_blur_shares_spectra_and_keeps_weights_within_its_budget(lens):
+    tiled = TiledBlur(lens, SIZE, tile=18, grid_size=5, padding="reflect")
+    assert tiled.windows == 4 * 3 and "windows=12" in repr(tiled) and "tile=(17, 17)" in repr(tiled)
+    x = torch.rand(1, 1, *SIZE)
+    expected = tiled.A(x)
+    spectra = [k for k in tiled._cache if k[0] == "spectra"]
+    assert len(spectra) == 1 and len(tiled._cache) == 1 + tiled.windows
+    frugal = TiledBlur(lens, SIZE, tile=18, grid_size=5, padding="reflect", cache_bytes=0)
+    torch.testing.assert_close(frugal.A(x), expected, atol=0, rtol=0)
+    assert list(frugal._cache) == spectra  # the weights are recomputed at each call
+    tiled.double()
+    assert not tiled._cache  # cached spectra belong to the old dtype
+
+
+def test_tiled_blur_follows_the_device(lens, device):
+    tiled = TiledBlur(lens, SIZE, tile=18, grid_size=5, padding="reflect")
+    x = torch.rand(1, 1, *SIZE)
+    expected = tiled.A(x), tiled.A_T(x)
+    tiled.to(device)
+    for got, want in zip((tiled.A(x.to(device)), tiled.A_T(x.to(device))), expected):
+        assert got.device.type == device.type
+        torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"tile": 17}, "at least twice the PSF size"),
+        ({"tile": None, "padding": "mirror"}, "padding"),
+        ({"tile": 18, "padding": "circular"}, "circular padding wraps"),
+        ({"tile": None, "rank": 100}, "rank"),
+    ],
+)
+def test_tiled_blur_rejects_bad_construction(lens, options, match):
+    with pytest.raises(ValueError, match=match):
+        TiledBlur(lens, SIZE, grid_size=5, **options)
+    small = TiledBlur(lens, (12, 10), grid_size=5)  # whole frames need only hold a PSF
+    assert small.windows == 1
+    with pytest.raises(ValueError, match="do not fit"):
+        TiledBlur(lens, (12, 8), grid_size=5)

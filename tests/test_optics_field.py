@@ -68,6 +68,16 @@ def test_save_and_load_roundtrip(lens, tmp_path):
     assert torch.allclose(loaded.psf_at(0.2, 0.4), measured.psf_at(0.2, 0.4))
 
 
+def test_a_measured_field_keeps_its_sensor_size(lens, tmp_path):
+    assert lens.sensor_size is None and PSFField.from_grid(lens.grid(3)).sensor_size is None
+    measured = PSFField.from_grid(lens.grid(3))
+    measured = MeasuredField(measured.psfs, sensor_size=(512, 640))
+    loaded = PSFField.load(measured.save(tmp_path / "measured.npz"))
+    assert loaded.sensor_size == (512, 640) and loaded.config()["sensor_size"] == [512, 640]
+    with pytest.raises(ValueError, match="sensor_size"):
+        MeasuredField(measured.psfs, sensor_size=(512, 0.5))
+
+
 def test_user_grid_file_with_psfs_only(tmp_path):
     psfs = np.random.default_rng(0).random((2, 3, 7, 7))
     np.savez(tmp_path / "beads.npz", psfs=psfs)

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from coordgate.optics import poisson_gaussian
+from coordgate.optics import (
+    NoiseLevel,
+    PSFField,
+    SpatiallyVaryingBlur,
+    estimate_noise,
+    poisson_gaussian,
+)
 
 
 def test_seeded_noise_is_reproducible_and_generators_differ():
@@ -51,3 +57,36 @@ def test_half_precision_input_keeps_its_dtype(device):
 def test_noise_rejects_bad_input(x, kwargs, match):
     with pytest.raises(ValueError, match=match):
         poisson_gaussian(x, **{"photons": 10.0, "read_noise": 1.0, **kwargs})
+
+
+@pytest.mark.parametrize(("photons", "read_noise"), [(1000.0, 2.0), (100.0, 5.0), (5000.0, 0.0)])
+def test_the_noise_level_of_a_blurred_frame_is_estimated_from_the_frame(photons, read_noise):
+    from coordgate.data.synthetic import synthetic_microscopy
+
+    sharp = synthetic_microscopy([0], 128, seed=2).double()
+    blurred = SpatiallyVaryingBlur(
+        PSFField.default(), (128, 128), method="lowrank", padding="reflect", dtype=torch.float64
+    ).A(sharp)
+    generator = torch.Generator().manual_seed(1)
+    noisy = poisson_gaussian(
+        blurred.clamp_min(0), photons=photons, read_noise=read_noise, generator=generator
+    )
+    noise = estimate_noise(noisy)
+    # 1 / photons within 25 % (gain and floor trade off where the read noise is large);
+    # the variance they give at the frame's mean light, read noise included, within 15 %
+    assert abs(noise.gain * photons - 1) < 0.25
+    level = float(blurred.mean())
+    expected = level / photons + (read_noise / photons) ** 2
+    assert abs(float(noise.variance(torch.tensor(level))) / expected - 1) < 0.15
+    assert noise.discrepancy(blurred, noisy) == pytest.approx(1, abs=0.1)
+    assert noise.discrepancy(blurred, blurred) == 0
+
+
+def test_noise_estimate_of_gaussian_noise_or_a_tiny_image():
+    generator = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0.2, 0.8, 128).repeat(128, 1)
+    gaussian = estimate_noise(ramp + 0.01 * torch.randn(128, 128, generator=generator))
+    assert isinstance(gaussian, NoiseLevel)
+    assert abs(float(gaussian.variance(torch.tensor(0.5))) / 1e-4 - 1) < 0.1
+    with pytest.raises(ValueError, match="at least 4x4"):
+        estimate_noise(torch.zeros(3, 8))

@@ -12,6 +12,11 @@ from coordgate.optics import (
     spatially_varying_wiener,
     wiener_deconvolution,
 )
+from coordgate.optics.restoration import (
+    richardson_lucy_iterates,
+    richardson_lucy_steps,
+    total_variation_gradient,
+)
 
 SIZE = (67, 59)
 
@@ -68,6 +73,33 @@ def test_richardson_lucy_raises_psnr_with_any_operator(sharp, lens):
     assert torch.equal(richardson_lucy(blurred, blur, iterations=0), blurred.clamp_min(1e-12))
 
 
+def test_total_variation_keeps_richardson_lucy_from_amplifying_noise(sharp, lens):
+    blur = SpatiallyVaryingBlur(lens, SIZE, method="lowrank", padding="reflect", grid_size=9)
+    generator = torch.Generator().manual_seed(2)
+    blurred = poisson_gaussian(
+        blur.A(sharp.float()), photons=300, read_noise=1, generator=generator
+    )
+    plain, regularised = (richardson_lucy_steps(blurred, blur, tv=tv) for tv in (0.0, 0.02))
+    for _ in range(60):
+        x, z = next(plain), next(regularised)
+    assert _psnr(z.estimate.double(), sharp) > _psnr(x.estimate.double(), sharp) + 1
+    # each step reports the previous estimate blurred: the data's prediction
+    step = next(richardson_lucy_steps(blurred, blur, background=0.1))
+    torch.testing.assert_close(step.predicted, blur.A(blurred.clamp_min(1e-12)) + 0.1)
+    # with tv = 0 the steps are plain Richardson-Lucy's
+    first = next(richardson_lucy_iterates(blurred, blur))
+    torch.testing.assert_close(next(richardson_lucy_steps(blurred, blur)).estimate, first)
+
+
+def test_total_variation_gradient_is_the_gradient_of_the_smoothed_total_variation():
+    x = torch.rand(1, 1, 9, 8, dtype=torch.float64, requires_grad=True)
+    smoothing = 0.05
+    dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
+    torch.sqrt(dy**2 + dx**2 + smoothing**2).sum().backward()
+    torch.testing.assert_close(total_variation_gradient(x.detach(), smoothing), x.grad)
+
+
 def test_multi_wiener_is_one_wiener_per_psf(sharp, lens):
     psfs = lens.grid(2)
     blurred = ShiftInvariantBlur(psfs[0, 1]).A(sharp.repeat(2, 3, 1, 1))
@@ -114,6 +146,11 @@ def test_wiener_is_differentiable_in_balance(sharp, lens):
             "x0",
         ),
         (lambda y, p: spatially_varying_wiener(y, p, balance=1e-2), "PSFField"),
+        (lambda y, p: next(richardson_lucy_steps(y, ShiftInvariantBlur(p), tv=-1)), "tv"),
+        (
+            lambda y, p: next(richardson_lucy_steps(y, ShiftInvariantBlur(p), background=-1)),
+            "background",
+        ),
     ],
 )
 def test_restoration_rejects_bad_input(sharp, lens, call, match):

@@ -24,7 +24,13 @@ from coordgate.data.normalization import PercentileNormalizer
 from coordgate.inference import predict
 from coordgate.models import DeblurringModel
 
-__all__ = ["NORMALISATIONS", "deblur_frame", "normaliser_for_config", "sensor_frame"]
+__all__ = [
+    "NORMALISATIONS",
+    "deblur_frame",
+    "normaliser_for_config",
+    "select_normaliser",
+    "sensor_frame",
+]
 
 #: How frames are mapped to the network's intensity range: the checkpoint's recorded
 #: normaliser, percentiles fitted to each frame, or no mapping at all.
@@ -33,27 +39,39 @@ NORMALISATIONS = ("checkpoint", "per-image", "none")
 Normaliser = Callable[[np.ndarray], PercentileNormalizer | None]
 
 
-def normaliser_for_config(
+def select_normaliser(
     config: dict, mode: str = "checkpoint", checkpoint: str = "the checkpoint"
-) -> Normaliser:
-    """A function frame -> its PercentileNormalizer (None for ``mode="none"``).
+) -> PercentileNormalizer | None:
+    """The normaliser ``mode`` (one of :data:`NORMALISATIONS`) picks for a checkpoint's
+    ``config``: fitted, one mapping for all frames; unfitted, its percentiles fitted to
+    each frame; None for ``"none"``.
 
-    ``"checkpoint"`` uses the normaliser recorded in ``config`` as fitted at training (one
-    mapping for all images), else fits it to each frame with the recorded percentiles.
+    ``"checkpoint"`` is the normaliser recorded in ``config`` (fitted at training, or the
+    percentiles to fit per frame); ``"per-image"`` the default percentiles, per frame.
     """
     if mode not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {mode!r}")
     if mode == "none":
-        return lambda frame: None
+        return None
     if mode == "per-image":
-        return lambda frame: PercentileNormalizer().fitted_to(frame)
+        return PercentileNormalizer()
     recorded = config.get("normalisation")
     if not recorded:
         raise ValueError(
             f"checkpoint {checkpoint} records no normalisation; use the per-image "
             "normalisation or none"
         )
-    normaliser = PercentileNormalizer.from_dict(recorded)
+    return PercentileNormalizer.from_dict(recorded)
+
+
+def normaliser_for_config(
+    config: dict, mode: str = "checkpoint", checkpoint: str = "the checkpoint"
+) -> Normaliser:
+    """A function frame -> its PercentileNormalizer (None for ``mode="none"``): the one
+    :func:`select_normaliser` picks, fitted to the frame when it is not fitted already."""
+    normaliser = select_normaliser(config, mode, checkpoint)
+    if normaliser is None:
+        return lambda frame: None
     return lambda frame: normaliser if normaliser.fitted else normaliser.fitted_to(frame)
 
 

@@ -4,8 +4,9 @@
 its own global origin to the model, so coordinate-aware layers see each pixel where it sits
 on the sensor, and an output pixel is taken only from windows in which it lies at least
 half a receptive field away from an edge the window shares with the image's interior
-(never where the network saw its zero padding instead of real neighbours). Overlaps blend
-with a raised-cosine ramp inside that valid band. With window starts on multiples of the
+(never where the network saw its zero padding instead of real neighbours;
+:func:`coordgate.tiling.plan_windows` places and weighs the windows). Overlaps blend with a
+raised-cosine ramp inside that valid band. With window starts on multiples of the
 network's ``required_multiple`` (its pooling grid), tiled prediction then reproduces
 whole-image prediction.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,13 +27,11 @@ import torch.nn.functional as F
 
 from coordgate.frames import Frame, resolve_frame
 from coordgate.models.interface import DeblurringModel, check_deblurring_model
+from coordgate.tiling import TilePlan, balanced_tile, plan_windows
 
 __all__ = [
-    "TilePlan",
-    "balanced_tile",
     "default_overlap",
     "default_tile",
-    "plan_windows",
     "predict",
 ]
 
@@ -57,65 +55,6 @@ def default_tile(model: DeblurringModel, memory_budget: int = 1 << 30, itemsize:
     multiple = model.required_multiple
     side = int(math.sqrt(memory_budget / (model.activation_channels * itemsize)))
     return max(side // multiple * multiple, 2 * default_overlap(model))
-
-
-def balanced_tile(length: int, max_tile: int, overlap: int, multiple: int) -> int | None:
-    """The tile side (at most ``max_tile``) that covers ``length`` pixels with the fewest
-    tiles of equal share, so the last tile does not mostly repeat its neighbour; None when
-    one window covers the axis."""
-    if length <= max_tile:
-        return None
-    count = math.ceil((length - overlap) / (max_tile - overlap))
-    return min(max_tile, _round_up((length - overlap) / count + overlap, multiple))
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """Windows along one axis: ``starts`` of windows of ``size`` pixels and the blending
-    weight (size,) of each, over an axis of ``length`` pixels."""
-
-    length: int
-    size: int
-    starts: tuple[int, ...]
-    weights: tuple[torch.Tensor, ...]
-
-
-def _edge_weight(size: int, overlap: int, half_field: int, at_start: bool) -> torch.Tensor:
-    """Weight (size,) falling to zero within ``margin`` of a window edge shared with a
-    neighbour that overlaps by ``overlap`` pixels, with a raised-cosine ramp after it."""
-    margin = min(half_field, overlap // 2)
-    ramp = max(overlap - 2 * margin, 1)
-    distance = torch.arange(size, dtype=torch.float64)
-    if not at_start:
-        distance = distance.flip(0)
-    t = ((distance - margin + 0.5) / ramp).clamp(0, 1)
-    return torch.sin(t * (math.pi / 2)) ** 2
-
-
-def plan_windows(
-    length: int, size: int | None, overlap: int, multiple: int, half_field: int
-) -> TilePlan:
-    """Windows covering an axis of ``length`` pixels (``length >= multiple``).
-
-    ``size=None`` covers the whole axis: one window when ``length`` is a multiple of
-    ``multiple``, else two windows of the largest multiple at both ends. Otherwise windows
-    of ``size`` pixels step by ``size - overlap``; the last one ends at the axis end.
-    """
-    if size is None or size >= length:
-        size = length - length % multiple
-        starts = [0] if size == length else [0, length - size]
-    else:
-        step = size - overlap
-        starts = list(range(0, length - size, step)) + [length - size]
-    weights = []
-    for i, start in enumerate(starts):
-        w = torch.ones(size, dtype=torch.float64)
-        if i > 0:
-            w *= _edge_weight(size, starts[i - 1] + size - start, half_field, at_start=True)
-        if i < len(starts) - 1:
-            w *= _edge_weight(size, start + size - starts[i + 1], half_field, at_start=False)
-        weights.append(w)
-    return TilePlan(length, size, tuple(starts), tuple(weights))
 
 
 def _as_batch(image, in_channels: int) -> tuple[torch.Tensor, int]:
@@ -196,8 +135,9 @@ def predict(
     Args:
         tile: None (whole image), ``"auto"`` (whole image unless its estimated activation
             memory exceeds ``memory_budget`` bytes, else tiles no larger than
-            :func:`default_tile`, sized by :func:`balanced_tile`), or the tile side (one
-            int, or (height, width)) in pixels, a multiple of ``model.required_multiple``.
+            :func:`default_tile`, sized by :func:`~coordgate.tiling.balanced_tile`), or the
+            tile side (one int, or (height, width)) in pixels, a multiple of
+            ``model.required_multiple``.
         overlap: pixels shared by neighbouring tiles; default :func:`default_overlap`.
             At least the receptive field for tiles to match whole-image prediction.
         origin, full_size: where the image lies on the sensor (full-resolution pixels);

@@ -49,6 +49,24 @@ def _save(field, path: Path) -> None:
     replace_atomically(path, field.save)
 
 
+def _print_check(check: dict) -> None:
+    """The self-check's worst region, its warnings, and a loud note when the field is poor."""
+    import sys
+
+    from coordgate.optics.calibration.selfcheck import FAR_RATIO, describe_worst
+
+    print(describe_worst(check))
+    for warning in check["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if check["verdict"] == "poor":
+        print(
+            f"warning: the field was written but predicts held-out beads more than "
+            f"{FAR_RATIO:g}x worse than their noise: do not trust it there (see the report's "
+            "self_check); image more beads, or a larger --psf-size if the PSF is truncated",
+            file=sys.stderr,
+        )
+
+
 def calibrate_command(args: argparse.Namespace) -> int:
     from coordgate.optics.calibration import calibrate, import_psf_grid, write_report
 
@@ -102,6 +120,8 @@ def calibrate_command(args: argparse.Namespace) -> int:
     rejected = {k: v for k, v in counts["rejected"].items() if v}
     if rejected:
         print("rejected: " + ", ".join(f"{k} {v}" for k, v in rejected.items()))
+    if result.check is not None:
+        _print_check(result.check)
     if args.report is not None:
         extra = {"inputs": inputs, "field": str(out), "seconds": seconds}
         paths = write_report(result, args.report, extra)

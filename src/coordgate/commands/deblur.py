@@ -12,42 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from coordgate.commands import plan_outputs, tile_option
 from coordgate.deblurring import NORMALISATIONS
 
 __all__ = ["register"]
-
-
-def _tile(value: str) -> int | str | None:
-    if value in ("auto", "none"):
-        return None if value == "none" else value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--tile must be 'auto', 'none' or a tile side in pixels, got {value!r}"
-        ) from None
-
-
-def _plan_outputs(images: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; missing inputs or two inputs with one output name fail here."""
-    from coordgate.data.io import IMAGE_SUFFIXES
-
-    targets: dict[Path, Path] = {}
-    for image in images:
-        if not image.is_file():
-            raise FileNotFoundError(f"image file not found: {image}")
-        if image.suffix.lower() not in IMAGE_SUFFIXES:
-            raise ValueError(
-                f"{image}: unsupported image format {image.suffix!r}, expected one of "
-                f"{', '.join(IMAGE_SUFFIXES)}"
-            )
-        target = out_dir / f"{image.stem}.tif"
-        if target in targets:
-            raise ValueError(f"{targets[target]} and {image} would both be written to {target}")
-        if target.resolve() == image.resolve():
-            raise ValueError(f"{target} would overwrite its input; choose another -o directory")
-        targets[target] = image
-    return [(image, target) for target, image in targets.items()]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -58,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     from coordgate.training.checkpoint import load_checkpoint
     from coordgate.training.distributed import resolve_device
 
-    pairs = _plan_outputs(args.images, args.output)
+    pairs = plan_outputs(args.images, args.output)
     model, config = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
     normaliser_for = normaliser_for_config(config, args.normalisation, args.checkpoint)
     for image, target in pairs:
@@ -96,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     parser.add_argument(
         "--tile",
-        type=_tile,
+        type=tile_option,
         default="auto",
         help="tile side in pixels, 'none' (whole image) or 'auto' (tiles when memory needs)",
     )

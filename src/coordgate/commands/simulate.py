@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from coordgate.commands import load_psf_field
+
 __all__ = ["register"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -91,18 +93,6 @@ def _mosaic(psfs: Any) -> Any:
     return image
 
 
-def _field(spec: str):
-    from coordgate.optics import PSFField
-
-    if spec == "default":
-        return PSFField.default()
-    if spec == "gaussian":
-        return PSFField.gaussian()
-    if not spec.endswith(".npz"):
-        raise ValueError(f"--psf-field must be 'default', 'gaussian' or a .npz file, got {spec!r}")
-    return PSFField.load(spec)
-
-
 def simulate(args: argparse.Namespace) -> int:
     import json
 
@@ -116,7 +106,7 @@ def simulate(args: argparse.Namespace) -> int:
     from coordgate.provenance import environment
 
     files = _inputs(args.input)
-    field = _field(args.psf_field)
+    field = load_psf_field(args.psf_field)
     if args.grid < 1:
         raise ValueError(f"--grid must be >= 1, got {args.grid}")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 A file may hold several 2D frames (multipage TIFF, ImageJ hyperstacks, animated PNG) and
 several channels (RGB, or a TIFF ``C`` / ``S`` axis). :func:`read_frames` turns any of
 them into a stack of single-channel float32 frames, which is what the blur model
-works on. ``tifffile`` and ``Pillow`` are imported on first use, so the rest of
+works on. A TIFF's pixel size (:func:`read_pixel_size`: its resolution tags, with the unit
+of its ResolutionUnit tag or of ImageJ's metadata) can be written again with the
+result. ``tifffile`` and ``Pillow`` are imported on first use, so the rest of
 :mod:`coordgate.data` needs only torch and numpy.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,10 +23,13 @@ from coordgate.atomic import replace_atomically
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "PixelSize",
+    "check_image_path",
     "frame_info",
     "montage",
     "read_frames",
     "read_image",
+    "read_pixel_size",
     "write_png_preview",
     "write_tiff",
 ]
@@ -36,7 +42,9 @@ _CHANNEL_AXES = "CS"
 _PIL_CONVERT = {"P": "RGB", "PA": "RGB", "RGBA": "RGB", "LA": "L", "1": "L", "CMYK": "RGB"}
 
 
-def _check_path(path: str | os.PathLike) -> Path:
+def check_image_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; ``FileNotFoundError`` when it is no file, ``ValueError`` when its
+    format is none of :data:`IMAGE_SUFFIXES`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
@@ -73,7 +81,7 @@ def _read_pil(path: Path) -> tuple[np.ndarray, str]:
 
 def _read(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """Pixels as stored and their axes (tifffile letters: Y, X; C/S channels; others frames)."""
-    path = _check_path(path)
+    path = check_image_path(path)
     reader = _read_tiff if path.suffix.lower() in _TIFF else _read_pil
     try:
         array, axes = reader(path)
@@ -122,7 +130,7 @@ def read_frames(path: str | os.PathLike, *, channel: int | None = None) -> np.nd
 
 def frame_info(path: str | os.PathLike) -> tuple[int, tuple[int, int]]:
     """``(number of frames, (H, W))`` of an image file, reading only its header when possible."""
-    path = _check_path(path)
+    path = check_image_path(path)
     try:
         if path.suffix.lower() in _TIFF:
             import tifffile
@@ -143,23 +151,88 @@ def frame_info(path: str | os.PathLike) -> tuple[int, tuple[int, int]]:
     return n, (int(shape[axes.index("Y")]), int(shape[axes.index("X")]))
 
 
+class PixelSize(NamedTuple):
+    """The size of a pixel: ``y`` and ``x`` in ``unit`` ("um", "cm", "inch", ...; "" when
+    the file names none).
+
+    >>> PixelSize(0.65, 0.65, "um")
+    PixelSize(y=0.65, x=0.65, unit='um')
+    """
+
+    y: float
+    x: float
+    unit: str
+
+
+# TIFF ResolutionUnit values (tifffile.RESUNIT) and the names used for them; only inch and
+# centimetre are baseline TIFF, other units are written as ImageJ writes them.
+_RESOLUTION_UNITS = {2: "inch", 3: "cm", 4: "mm", 5: "um"}
+_BASELINE_UNITS = {"inch": 2, "cm": 3}
+
+
+def read_pixel_size(path: str | os.PathLike) -> PixelSize | None:
+    """The pixel size a TIFF records (resolution tags, and the unit of its ResolutionUnit
+    tag or ImageJ metadata), or None when it records none or the file is no TIFF."""
+    path = check_image_path(path)
+    if path.suffix.lower() not in _TIFF:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            per_unit_x, per_unit_y = page.resolution
+            unit = (tif.imagej_metadata or {}).get("unit") or _RESOLUTION_UNITS.get(
+                int(page.resolutionunit), ""
+            )
+    except Exception as error:  # readers raise many types on malformed files
+        raise ValueError(f"cannot read image {path}: {error}") from error
+    if not unit and (per_unit_x, per_unit_y) == (1, 1):
+        return None
+    if not (per_unit_x > 0 and per_unit_y > 0):
+        return None
+    return PixelSize(1 / per_unit_y, 1 / per_unit_x, str(unit))
+
+
+def _tiff_resolution(pixel_size: PixelSize | None, ndim: int) -> dict:
+    """tifffile.imwrite keyword arguments that record ``pixel_size`` for an image of
+    ``ndim`` axes ((F, H, W) is a stack of planes, never ImageJ's default of channels)."""
+    if pixel_size is None:
+        return {}
+    y, x, unit = pixel_size
+    if not (x > 0 and y > 0):
+        raise ValueError(f"a pixel size must be positive, got {pixel_size}")
+    resolution = {"resolution": (1 / x, 1 / y)}
+    if not unit or unit in _BASELINE_UNITS:
+        return {**resolution, "resolutionunit": _BASELINE_UNITS.get(unit, 1)}
+    axes = "ZYX" if ndim == 3 else "YX"
+    return {**resolution, "imagej": True, "metadata": {"unit": unit, "axes": axes}}
+
+
 def _as_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(image, torch.Tensor):
         return image.detach().cpu().numpy()
     return np.asarray(image)
 
 
-def write_tiff(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Path:
-    """Write (H, W) or (F, H, W) as a float32 (multipage) TIFF; returns the path."""
+def write_tiff(
+    path: str | os.PathLike,
+    image: np.ndarray | torch.Tensor,
+    *,
+    pixel_size: PixelSize | None = None,
+) -> Path:
+    """Write (H, W) or (F, H, W) as a float32 (multipage) TIFF, recording ``pixel_size``
+    when given; returns the path."""
     import tifffile
 
     data = _as_numpy(image)
     if data.ndim not in (2, 3) or data.size == 0:
         raise ValueError(f"write_tiff expects an (H, W) or (F, H, W) image, got {data.shape}")
     data = np.ascontiguousarray(data, dtype=np.float32)
+    options = _tiff_resolution(pixel_size, data.ndim)
     # minisblack: a 3- or 4-frame stack must not be taken for RGB(A) planes.
     return replace_atomically(
-        Path(path), lambda tmp: tifffile.imwrite(tmp, data, photometric="minisblack")
+        Path(path), lambda tmp: tifffile.imwrite(tmp, data, photometric="minisblack", **options)
     )
 
 

@@ -26,13 +26,20 @@ __all__ = ["PercentileNormalizer"]
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 # Pixels sampled per image when fitting, so fitting a large data set stays cheap.
 _FIT_SAMPLES = 1 << 20
+_FIT_SEED = 0  # which pixels: the same sample each time an image is fitted
+
+
+def _sample_index(pixels: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Flat indices of the pixels a fit reads of an image of ``pixels`` pixels (None: all)."""
+    return rng.choice(pixels, _FIT_SAMPLES, replace=False) if pixels > _FIT_SAMPLES else None
 
 
 def _flat_sample(image: np.ndarray | torch.Tensor, rng: np.random.Generator) -> np.ndarray:
     data = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     data = data.reshape(-1)
-    if data.size > _FIT_SAMPLES:
-        data = data[rng.choice(data.size, _FIT_SAMPLES, replace=False)]
+    index = _sample_index(data.size, rng)
+    if index is not None:
+        data = data[index]
     return data.astype(np.float64, copy=False)
 
 
@@ -70,7 +77,7 @@ class PercentileNormalizer:
     ) -> PercentileNormalizer:
         """A copy fitted to the pooled pixels of ``images`` (one array or an iterable)."""
         single = isinstance(images, (np.ndarray, torch.Tensor))
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(_FIT_SEED)
         pooled = [_flat_sample(im, rng) for im in ([images] if single else images)]
         pixels = np.concatenate(pooled) if pooled else np.empty(0)
         if pixels.size == 0 or not np.isfinite(pixels).all():
@@ -84,6 +91,12 @@ class PercentileNormalizer:
     def fitted_to(self, image: np.ndarray | torch.Tensor) -> PercentileNormalizer:
         """A copy fitted to one image (per-image normalisation)."""
         return self.fit(image)
+
+    @staticmethod
+    def sample_index(pixels: int) -> np.ndarray | None:
+        """The flat indices of the pixels :meth:`fitted_to` reads of an image of ``pixels``
+        pixels: None (all of them) up to 2**20, else the same 2**20 random ones each time."""
+        return _sample_index(pixels, np.random.default_rng(_FIT_SEED))
 
     def _values(self) -> tuple[float, float]:
         if not self.fitted:

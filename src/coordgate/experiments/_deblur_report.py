@@ -44,6 +44,7 @@ COLUMNS = (
     Column("real_psnr", "real PSNR (dB)", ".2f"),
     Column("real_inner_psnr", "real, inside (dB)", ".2f"),
     Column("real_edge_psnr", "real, edge band (dB)", ".2f"),
+    Column("budget_epochs", "budget (epochs)"),
     Column("epochs", "epochs"),
     Column("best_epoch", "best epoch"),
     Column("stopped", "stopped"),
@@ -52,9 +53,10 @@ COLUMNS = (
 )
 
 
-def write_outputs(results: dict, out: Path, *, predictions: dict, frames) -> None:
-    """results.json / results.csv, the figures and report.md; ``predictions``: the first
-    seed's test and real outputs per model; ``frames``: the evaluation frames."""
+def write_outputs(results: dict, out: Path, *, views: dict, frames) -> None:
+    """results.json / results.csv, the figures and report.md; ``views``: per model, its
+    first seed's first test and real outputs and test error map (``test0``, ``real0``,
+    ``error_map``, each (H, W)); ``frames``: the evaluation frames."""
     rows = results["models"]
     write_json(results, out / "results.json")
     flat = [k for k in rows[0] if k not in ("val_psnr", "runs") and not k.endswith("_frames")]
@@ -64,19 +66,17 @@ def write_outputs(results: dict, out: Path, *, predictions: dict, frames) -> Non
     metric_vs_params_figure(rows, "ssim", "test SSIM", out / "fig7.png", images)
     validation_curves_figure(rows, out / "fig6.png")
     sharp, blurred = frames.test_sharp[0, 0], frames.test_blurred[0, 0]
-    outputs = {name: p["test"][0, 0] for name, p in predictions.items()}
+    outputs = {name: v["test0"] for name, v in views.items()}
     scores = {name: float(psnr(o, sharp)) for name, o in outputs.items()}
     scores["blurred"] = float(psnr(blurred, sharp))
     reconstruction_figure(sharp, blurred, outputs, out / "fig5.png", scores)
-    real_outputs = {name: p["real"][0, 0] for name, p in predictions.items()}
+    real_outputs = {name: v["real0"] for name, v in views.items()}
     reconstruction_figure(
         frames.real_sharp[0, 0], frames.real_blurred[0, 0], real_outputs, out / "fig5_real.png"
     )
-    shown = [n for n in _MAP_MODELS if n in predictions]
+    shown = [n for n in _MAP_MODELS if n in views]
     if shown:
-        maps = {
-            n: (predictions[n]["test"] - frames.test_sharp).square().mean((0, 1)) for n in shown
-        }
+        maps = {n: views[n]["error_map"] for n in shown}
         profiles = results["error_profiles"]
         error_map_figure(maps, profiles, profiles["radius"], out / "error_vs_position.png")
     atomic_write_text(out / "report.md", report_markdown(results))
@@ -123,16 +123,30 @@ def _schedule_text(preset: dict) -> str:
             "learning speed, not capacity"
         )
     if preset["schedule"] == "cosine":
+        headline = preset.get("headline_epochs")
+        budget = (
+            f"{preset['epochs']} planned epochs"
+            if headline in (None, preset["epochs"])
+            else f"planned {headline} epochs for the headline models and {preset['epochs']} "
+            "for the others"
+        )
+        precision = ", bf16 autocast and channels-last" if preset.get("amp") else ", float32"
         return (
             f"Adam, {preset['warmup_epochs']} epoch(s) of linear warm-up to lr {preset['lr']:g}, "
-            f"then a cosine down to {preset['lr'] / 100:g} over the rest of the "
-            f"{preset['epochs']} planned epochs (no early stopping: the run ends annealed)"
+            f"then a cosine down to {preset['lr'] / 100:g} over the rest of the {budget} "
+            f"(no early stopping: every run ends annealed){precision}"
         )
     return (
         f"Adam lr {preset['lr']:g} halved after {preset['lr_patience']} epochs without "
         f"validation improvement, early stopping after {preset['early_stopping_patience']}, "
         f"at most {preset['epochs']} epochs"
     )
+
+
+def _noise_text(preset: dict) -> str:
+    if preset.get("noise"):
+        return "with the NoiseModel default Poisson-Gaussian noise (as `coordgate dataset build`)"
+    return "no noise (as in the paper)"
 
 
 def _data_text(results: dict) -> str:
@@ -151,17 +165,100 @@ def _data_text(results: dict) -> str:
         f"frames (train {dataset.get('train')}, val {dataset.get('val')}, test "
         f"{dataset.get('test')}), base width {preset['base_channels']}, batch "
         f"{preset['batch_size']}; {_schedule_text(preset)}. Seeds: {preset['headline_seeds']} "
-        f"for U-Net(3), U-Net(6) and CG U-Net(3), {preset['seeds']} for the others (data seed "
-        f"{results['seed']}). Blur: the lens {results['psf_field']}, no noise (as in "
-        f"the paper). Residual learning (output = input + network): {preset['residual']}. "
+        f"for the headline models (U-Net(3), U-Net(6), CG U-Net(3), care-unet), "
+        f"{preset['seeds']} for the others (data seed {results['seed']}). Blur: the lens "
+        f"{results['psf_field']}, {_noise_text(preset)}. Residual learning (output = input "
+        f"+ network): {preset['residual']}. "
         f"Real images: {', '.join(results['real_images'])}."
     )
+
+
+def budget_lines(rows: list[dict], untested: list[str] = ()) -> list[str]:
+    """The budget tests (halving form of the doubling test) as report lines, and the
+    models whose test is still to run (``untested``); none when no model had one."""
+    tested = [r for r in rows if r.get("doubling")]
+    if not tested and not untested:
+        return []
+    lines = [
+        "## Is the budget enough? (halving test)",
+        "",
+        "Each model below was also trained (first seed) over half its budget, same schedule "
+        "shape. A run is at its plateau when doubling its budget gains less than 0.15 dB; "
+        "the gain from half to the full budget bounds what the next doubling would gain.",
+        "",
+        "| model | half budget | full budget | gain (dB) | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    short = []
+    for row in tested:
+        test = row["doubling"]
+        if test["passed"]:
+            verdict = f"at its plateau by {test['epochs']} epochs"
+        else:
+            verdict = "**not at its plateau**: the budget was not enough"
+            short.append(f"{row['name']} (+{test['doubling_gain_db']:.2f} dB)")
+        lines.append(
+            f"| {row['name']} | {test['epochs']} epochs: {test['psnr']:.2f} dB | "
+            f"{test['budget_epochs']} epochs: {test['doubled_psnr']:.2f} dB | "
+            f"{test['doubling_gain_db']:+.2f} | {verdict} |"
+        )
+    lines.append("")
+    if untested:
+        lines += [
+            f"Halving test not run yet (its half-budget run is still to train): "
+            f"{', '.join(untested)}; their budgets are untested.",
+            "",
+        ]
+    if short:
+        lines += [
+            f"Still gaining from the last doubling: {', '.join(short)}. Their scores are "
+            "lower bounds, and any claim comparing them could change with a larger budget; "
+            "the verdicts below hold for this budget only.",
+            "",
+        ]
+    return lines
+
+
+#: Why a model may score below the blurred input in a band of the real images.
+_BAND_CAUSES = {
+    "real_edge_psnr": "the sensor's edge band, where the lens blurs most and a frame's "
+    "border hides half of each PSF",
+    "real_inner_psnr": "the inside of the frame",
+    "real_psnr": "the whole frame",
+}
+
+
+def harm_lines(results: dict) -> list[str]:
+    """Report lines naming every model below the blurred input in a band of the real
+    images (whole, inside, edge), with the likely cause."""
+    baseline = results["blurred_input"]
+    noisy = results["preset"].get("noise", False)
+    lines = []
+    for row in results["models"]:
+        for key, band in _BAND_CAUSES.items():
+            if row.get(key) is None or row[key] >= baseline[key]:
+                continue
+            if row["params"] == 0:
+                cause = "its regularisation amplifies noise" if noisy else "ringing"
+            else:
+                cause = "it learned synthetic microscopy only; real images' textures differ" + (
+                    ", and it saw few training crops there" if key == "real_edge_psnr" else ""
+                )
+            lines.append(
+                f"- **{row['name']}** is below the blurred input in {band}: "
+                f"{row[key]:.2f} vs {baseline[key]:.2f} dB (likely cause: {cause})."
+            )
+    if not lines:
+        return ["No model is below the blurred input in any band of the real images.", ""]
+    return ["Below the blurred input on the real images:", "", *lines, ""]
 
 
 def report_markdown(results: dict) -> str:
     """The study's report, generated from ``results``."""
     baseline = results["blurred_input"]
-    total = sum(run["train_s"] for row in results["models"] for run in row["runs"])
+    total = sum(run["train_s"] for row in results["models"] for run in row["runs"]) + sum(
+        row["doubling"].get("half_train_s", 0.0) for row in results["models"] if row.get("doubling")
+    )
     claims = [Claim(**c) for c in results["claims"]] if "claims" in results else None
     title = (
         "# Sensor regime: crops that carry their sensor origin (beyond the paper)"
@@ -176,8 +273,8 @@ def report_markdown(results: dict) -> str:
         markdown_table(results["models"], COLUMNS),
         "",
         convergence_note(results["models"]),
-        f"Training took {total / 60:.0f} min in all (sum over models and seeds, one torch "
-        "thread per run).",
+        f"Training took {total / 60:.0f} min in all (sum over models, seeds and halving "
+        "runs, one torch thread per run).",
         "",
         f"The blurred input itself scores {baseline['psnr']:.2f} ± {baseline['psnr_std']:.2f} dB "
         f"PSNR and {baseline['ssim']:.3f} SSIM on the test frames, {baseline['real_psnr']:.2f} dB "
@@ -189,7 +286,9 @@ def report_markdown(results: dict) -> str:
         "CPU, eval mode (gates cached), timed while other runs shared the machine: see "
         "`benchmarks/results/models.json` for side-by-side speed ratios.",
         "",
+        *harm_lines(results),
         *skipped_lines(results.get("skipped", [])),
+        *budget_lines(results["models"], results.get("budget_untested", [])),
         "## The paper's claims at this scale",
         "",
         claims_markdown(claims if claims is not None else deblur_claims(results)),

@@ -31,6 +31,7 @@ from coordgate.data.samples import sample_images
 from coordgate.experiments._classical import CLASSICAL, tune_classical
 from coordgate.experiments._deblur_claims import deblur_claims
 from coordgate.experiments._deblur_report import write_outputs
+from coordgate.experiments._records import load_record, save_record
 from coordgate.frames import coordinate_grid
 from coordgate.inference import predict
 from coordgate.models import build_model, count_parameters, lookup_model
@@ -39,8 +40,9 @@ from coordgate.optics import DEFAULT_MAX_DEFOCUS, PSFField, SpatiallyVaryingBlur
 from coordgate.provenance import environment
 from coordgate.timing import median_seconds
 from coordgate.training.checkpoint import BEST_CHECKPOINT, load_checkpoint, save_checkpoint
-from coordgate.training.fit import CPU_SCHEDULE, TrainConfig, fit
+from coordgate.training.fit import CPU_SCHEDULE, FINISHED_FILE, TrainConfig, fit
 from coordgate.training.metrics import ssim
+from coordgate.training.plateau import doubling_test
 
 __all__ = [
     "ALL_MODELS",
@@ -50,6 +52,7 @@ __all__ = [
     "Preset",
     "add_arguments",
     "add_run_arguments",
+    "budget_test",
     "deblur_claims",
     "export_checkpoints",
     "run",
@@ -86,7 +89,16 @@ class Preset:
     Adam at ``lr`` after ``warmup_epochs`` of linear warm-up; under ``"cosine"`` annealed
     over the ``epochs`` of the run; under ``"plateau"`` (paper) halved after
     ``lr_patience`` epochs whose validation loss fell by less than ``min_improvement``
-    (relative), stopped after ``early_stopping_patience`` such epochs."""
+    (relative), stopped after ``early_stopping_patience`` such epochs. Budgets in tiers:
+    the :data:`HEADLINE` models run ``headline_epochs`` (None: ``epochs``), the others
+    ``epochs``; the first seed of each ``budget_test`` model is also trained at half its
+    budget (the halving form of the doubling test, :func:`budget_test`)."""
+
+    def epochs_of(self, name: str) -> int:
+        """The planned epochs of ``name``'s runs (its tier's budget)."""
+        if name in HEADLINE and self.headline_epochs is not None:
+            return self.headline_epochs
+        return self.epochs
 
     name: str
     frame: int
@@ -96,6 +108,8 @@ class Preset:
     batch_size: int
     lr_patience: int
     models: tuple[str, ...]
+    headline_epochs: int | None = None
+    budget_test: tuple[str, ...] = ()
     early_stopping_patience: int | None = None
     time_budget_s: float | None = None
     max_defocus: float = DEFAULT_MAX_DEFOCUS
@@ -109,7 +123,7 @@ class Preset:
     crops_per_frame: int | str = "area"
     crop_origins: str = "covering"
     classical: tuple[str, ...] = CLASSICAL
-    # float32 unless chosen: the plateau search measured the budgets in float32
+    # float32 unless a preset chooses otherwise (the plateau search ran in float32)
     amp: bool | None = False
     channels_last: bool | None = False
     rl_max_iterations: int = 500
@@ -132,10 +146,22 @@ PRESETS = {
     # the demo: a few minutes on 2 cores; a higher peak rate and a fixed length
     "quick": Preset("quick", frame=64, images=600, base_channels=8, epochs=14, batch_size=16,
                     models=("cg-unet3", "unet6"), **{**_CONVERGING, "lr": 3e-3}),
+    # bf16 autocast and channels-last: 0.47x (CG U-Net(3)), 0.55x (U-Net(6)), 0.43x
+    # (care-unet) a float32 step on whole 64x64 frames (benchmarks/results/precision.json,
+    # thread CPU time). Not free at long budgets: at 560 epochs (seed 0) CG U-Net(3) scores
+    # 33.46 dB and U-Net(6) 33.55 against 33.70 and 33.67 in float32 (results/plateau/cpu),
+    # -0.24 / -0.12 dB (-0.07 at 70 epochs). Kept: bf16 runs about twice the epochs in the
+    # same time, and doubling gains more than that (+0.54 / +0.18 dB from 560 to 1120
+    # epochs in float32), so at equal time bf16 is expected to lead (not measured)
     "cpu": Preset("cpu", frame=64, images=800, base_channels=8, epochs=CPU_EPOCHS,
-                  batch_size=16, models=ALL_MODELS, headline_seeds=3, **_CONVERGING),
+                  headline_epochs=2 * CPU_EPOCHS, budget_test=HEADLINE, batch_size=16,
+                  models=ALL_MODELS, headline_seeds=3, amp=True, channels_last=True,
+                  **_CONVERGING),
+    # bf16 + channels-last on 64x64 crops with their own origins: 0.74x (CG U-Net(3)),
+    # 0.69x (U-Net(6)), 0.41x (care-unet) a float32 step (precision.json, crop_step)
     "sensor": Preset("sensor", frame=256, images=160, base_channels=8, epochs=CPU_EPOCHS,
-                     batch_size=16, crop=64, crops_per_frame=4,
+                     headline_epochs=2 * CPU_EPOCHS, budget_test=HEADLINE, amp=True,
+                     channels_last=True, batch_size=16, crop=64, crops_per_frame=4,
                      models=("unet3", "unet6", "cg-unet3", "cg-unet6", "coordconv-unet6",
                              "care-unet"),
                      headline_seeds=3, **_CONVERGING),
@@ -144,10 +170,11 @@ PRESETS = {
                     models=ALL_MODELS),
 }  # fmt: skip
 # The noise axis: the headline models and the classical baselines on frames with the
-# NoiseModel default (the Poisson-Gaussian noise `coordgate dataset build` adds).
+# NoiseModel default (the Poisson-Gaussian noise `coordgate dataset build` adds), at the
+# noise-free preset's budgets (their halving tests are not repeated).
 for _name in ("cpu", "sensor"):
     PRESETS[f"{_name}-noise"] = replace(
-        PRESETS[_name], name=f"{_name}-noise", noise=True, models=HEADLINE
+        PRESETS[_name], name=f"{_name}-noise", noise=True, models=HEADLINE, budget_test=()
     )
 
 
@@ -159,6 +186,7 @@ class SeedOutcome:
     epochs: int
     best_epoch: int
     stopped: str
+    plan: dict | None
     train_s: float
     psnr: float
     psnr_frames: list[float]
@@ -167,6 +195,7 @@ class SeedOutcome:
     real_inner_psnr_frames: list[float]
     real_edge_psnr_frames: list[float]
     ssim_frames: list[float]
+    real_ssim: float
     val_psnr: list[float]
 
 
@@ -190,6 +219,8 @@ class ModelOutcome:
     train_s: float
     infer_ms: float
     frame256_ms: float | None
+    budget_epochs: int
+    doubling: dict | None
     epochs: int
     best_epoch: int
     stopped: str
@@ -229,6 +260,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crop-origins",
         choices=CROP_ORIGINS,
         help="how training crops are placed on the sensor (default: the preset's, covering)",
+    )
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: score the finished runs, report them and list the rest as "
+        "not trained yet (a study spread over several sessions)",
     )
     add_run_arguments(parser)
 
@@ -273,8 +310,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         preset = replace(preset, seeds=args.seeds, headline_seeds=args.seeds)
     results = run_study(
-        preset, args.out, seed=args.seed, device=args.device, progress=not args.no_progress
-    )
+        preset, args.out, seed=args.seed, device=args.device, progress=not args.no_progress,
+        train=not args.no_train,
+    )  # fmt: skip
     print_summary(results, args.out)
     return 0
 
@@ -389,15 +427,25 @@ def _train_config(preset: Preset, seed: int, device: str, progress: bool) -> Tra
     return TrainConfig.from_settings(asdict(preset), seed=seed, device=device, progress=progress)
 
 
-def run_dir(out: Path, name: str, seed: int) -> Path:
-    """Where the study trains ``name`` with ``seed``: ``runs/NAME/seedS``."""
-    return out / "runs" / name / f"seed{seed}"
+def run_dir(out: Path, name: str, seed: int, epochs: int | None = None) -> Path:
+    """Where the study trains ``name`` with ``seed``: ``runs/NAME/seedS`` at its tier's
+    budget, ``runs/NAME/seedS-eE`` at another budget of ``epochs``."""
+    return out / "runs" / name / (f"seed{seed}" if epochs is None else f"seed{seed}-e{epochs}")
 
 
 def train_model(
-    name: str, preset: Preset, cache, out: Path, *, seed: int, device: str, progress: bool
+    name: str,
+    preset: Preset,
+    cache,
+    out: Path,
+    *,
+    seed: int,
+    device: str,
+    progress: bool,
+    epochs: int | None = None,
 ) -> tuple[torch.nn.Module, object, dict]:
-    """Train (or reuse) one model of the study; returns (model, training result, options)."""
+    """Train (or reuse) one model of the study at its tier's budget (or ``epochs``);
+    returns (model, training result, options)."""
     options = _model_options(name, preset, cache.field())
     torch.manual_seed(seed)
     model = build_model(name, **options)
@@ -414,8 +462,10 @@ def train_model(
         model,
         train,
         PairDataset(cache, "val"),
-        _train_config(preset, seed, device, progress),
-        run_dir(out, name, seed),
+        _train_config(
+            replace(preset, epochs=epochs or preset.epochs_of(name)), seed, device, progress
+        ),  # fmt: skip
+        run_dir(out, name, seed, epochs),
         resume=True,
         model_spec={"name": name, "options": options},
         extra_config={
@@ -472,19 +522,28 @@ def _per_frame_psnr(prediction: torch.Tensor, sharp: torch.Tensor, mask=None) ->
 
 
 def _score_seed(model, result, seed: int, frames: _Frames) -> tuple[SeedOutcome, dict]:
-    """Evaluate one trained model on the test and real frames."""
+    """Evaluate one trained model on the test and real frames: (scores, views)."""
     prediction = _predict_frames(model, frames.test_blurred)
     real_prediction = _predict_frames(model, frames.real_blurred)
     training = {
         "epochs": len(result.history),
         "best_epoch": int(result.best["epoch"]),
         "stopped": str(result.stop_reason),
+        "plan": result.plan,
         "train_s": result.train_time_s,
         "val_psnr": result.series("val_psnr"),
     }
-    return _score(prediction, real_prediction, seed, frames, training), {
-        "test": prediction,
-        "real": real_prediction,
+    scored = _score(prediction, real_prediction, seed, frames, training)
+    return scored, _views(prediction, real_prediction, frames)
+
+
+def _views(prediction: torch.Tensor, real_prediction: torch.Tensor, frames: _Frames) -> dict:
+    """What the figures show of one model (each (H, W)): its first test and real
+    outputs and its mean squared error map over the test frames."""
+    return {
+        "test0": prediction[0, 0],
+        "real0": real_prediction[0, 0],
+        "error_map": (prediction - frames.test_sharp).square().mean((0, 1)),
     }
 
 
@@ -501,6 +560,7 @@ def _score(prediction, real_prediction, seed: int, frames: _Frames, training: di
         real_inner_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp, frames.inner),
         real_edge_psnr_frames=_per_frame_psnr(real_prediction, frames.real_sharp, ~frames.inner),
         ssim_frames=ssim(prediction, frames.test_sharp, reduce_dims=(1, 2, 3)).tolist(),
+        real_ssim=float(ssim(real_prediction, frames.real_sharp)),
     )
 
 
@@ -512,16 +572,16 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _outcome(
     name: str,
     seeds: list[SeedOutcome],
-    frames: _Frames,
-    real_prediction: torch.Tensor,
     *,
     params: int,
     infer_ms: float,
     frame256_ms: float | None,
+    budget_epochs: int = 0,
+    doubling: dict | None = None,
 ) -> ModelOutcome:
-    """One row of results: means over seeds, the first seed's training story;
-    ``real_prediction`` (the output on the real frames), ``params`` and the timings are
-    those of the last seed's model."""
+    """One row of results: means over seeds, the first seed's training story; ``params``
+    and the timings are those of the last seed's model; ``budget_epochs``: the planned
+    epochs of its runs; ``doubling``: its budget test (:func:`budget_test`) or None."""
     first = seeds[0]
     psnr_all = [v for s in seeds for v in s.psnr_frames]
     ssim_all = [v for s in seeds for v in s.ssim_frames]
@@ -529,7 +589,6 @@ def _outcome(
     psnr_mean, _ = _mean_std(psnr_all)
     ssim_mean, _ = _mean_std(ssim_all)
     real_mean, real_std = _mean_std(real_all)
-    real_ssim = ssim(real_prediction, frames.real_sharp)
     return ModelOutcome(
         name=name,
         params=params,
@@ -542,10 +601,12 @@ def _outcome(
         real_psnr_std=real_std,
         real_inner_psnr=_mean_std([v for s in seeds for v in s.real_inner_psnr_frames])[0],
         real_edge_psnr=_mean_std([v for s in seeds for v in s.real_edge_psnr_frames])[0],
-        real_ssim=float(real_ssim),
+        real_ssim=_mean_std([s.real_ssim for s in seeds])[0],
         train_s=sum(s.train_s for s in seeds) / len(seeds),
         infer_ms=infer_ms,
         frame256_ms=frame256_ms,
+        budget_epochs=budget_epochs,
+        doubling=doubling,
         epochs=first.epochs,
         best_epoch=first.best_epoch,
         stopped=first.stopped,
@@ -586,13 +647,14 @@ def _classical_outcome(name, preset, val, operator, field, frames, seed):
         "epochs": 0,
         "best_epoch": 0,
         "stopped": f"{'balance' if name == 'sv-wiener' else 'iterations'} {method.setting:g}",
+        "plan": None,
         "train_s": 0.0,
         "val_psnr": list(method.curve.values()),
     }
     scored = _score(prediction, real_prediction, seed, frames, training)
-    outcome = _outcome(name, [scored], frames, real_prediction, params=0, infer_ms=test_ms,
+    outcome = _outcome(name, [scored], params=0, infer_ms=test_ms,
                        frame256_ms=method.frame_ms(256, operator))  # fmt: skip
-    return outcome, {"test": prediction, "real": real_prediction}
+    return outcome, _views(prediction, real_prediction, frames)
 
 
 def _too_large(name: str, preset: Preset, field) -> dict | None:
@@ -637,10 +699,13 @@ def run_study(
     device: str = "auto",
     progress: bool = True,
     export: bool = True,
+    train: bool = True,
 ) -> dict:
     """Build or reuse the data, train or reuse every model and seed, evaluate, judge the
     claims and write the outputs (with ``export``, half-precision copies of the
-    :data:`SHARED` models' checkpoints too). Returns the content of ``results.json``."""
+    :data:`SHARED` models' checkpoints too). Without ``train`` only finished runs are
+    scored; a model with a run still to train is listed under ``skipped``. Returns the
+    content of ``results.json``."""
     out = Path(out)
     field = study_field(preset)
     cache = study_pairs(preset, out, seed=seed, progress=progress)
@@ -651,7 +716,8 @@ def run_study(
     noise = NoiseModel() if preset.noise else None
     real_names, real_sharp, real_blurred = _real_pairs(preset.frame, operator, noise)
     frames = _Frames(*_split_frames(cache, "test"), real_blurred, real_sharp, real_names)
-    outcomes, predictions, skipped = [], {}, []
+    outcomes, views, skipped, untested = [], {}, [], []
+    run = _Runs(preset, cache, out, frames, device=device, progress=progress, train=train)
     for name in preset.models:
         too_large = _too_large(name, preset, field)
         if too_large is not None:
@@ -659,28 +725,33 @@ def run_study(
             skipped.append(too_large)
             continue
         seeds = []
-        for model_seed in model_seeds(name, preset, seed):
-            print(f"== {name} (seed {model_seed})", flush=True)
-            model, result, _ = train_model(
-                name, preset, cache, out, seed=model_seed, device=device, progress=progress
-            )
-            model = model.cpu().float()
-            scored, predicted = _score_seed(model, result, model_seed, frames)
-            seeds.append(scored)
-            predictions.setdefault(name, predicted)
-        outcomes.append(
-            _outcome(
-                name, seeds, frames, predicted["real"], params=count_parameters(model),
-                infer_ms=_inference_ms(model, frames.test_blurred[:8]),
-                frame256_ms=_frame256_ms(model),
-            )
-        )  # fmt: skip
+        try:
+            for model_seed in model_seeds(name, preset, seed):
+                print(f"== {name} (seed {model_seed})", flush=True)
+                scored, facts, model_views = run.scored(name, model_seed)
+                seeds.append(scored)
+                views.setdefault(name, model_views)
+                if export and name in SHARED and model_seed == seed:
+                    export_checkpoints(out, [name], seed)
+        except PendingRun as pending:
+            print(f"== {name} skipped: {pending}", flush=True)
+            skipped.append({"name": name, "params": None, "reason": str(pending)})
+            views.pop(name, None)
+            continue
+        doubling = None
+        if name in preset.budget_test:
+            try:
+                doubling = budget_test(run, name, seeds[0].psnr, seed)
+            except PendingRun as pending:
+                print(f"== {name}: halving test {pending}", flush=True)
+                untested.append(name)
+        outcomes.append(_outcome(name, seeds, **facts, budget_epochs=preset.epochs_of(name),
+                                 doubling=doubling))  # fmt: skip
     val = _split_frames(cache, "val") if preset.classical else None
     for name in preset.classical:
         print(f"== {name} (true field, setting chosen on the val split)", flush=True)
-        outcome, predicted = _classical_outcome(name, preset, val, operator, field, frames, seed)
+        outcome, views[name] = _classical_outcome(name, preset, val, operator, field, frames, seed)
         outcomes.append(outcome)
-        predictions[name] = predicted
     results = {
         "preset": asdict(preset),
         "seed": seed,
@@ -691,13 +762,88 @@ def run_study(
         "blurred_input": _input_baseline(frames),
         "models": [asdict(o) for o in outcomes],
         "skipped": skipped,
-        "error_profiles": error_profiles(predictions, frames.test_sharp),
+        "budget_untested": untested,
+        "error_profiles": error_profiles(views, frames.test_sharp),
     }
     results["claims"] = [c.to_dict() for c in deblur_claims(results)]
-    write_outputs(results, out, predictions=predictions, frames=frames)
-    if export:
-        export_checkpoints(out, [o.name for o in outcomes if o.name in SHARED], seed)
+    write_outputs(results, out, views=views, frames=frames)
     return results
+
+
+class PendingRun(Exception):
+    """A run with neither a record nor a finished run, met by a study told not to train."""
+
+
+class _Runs:
+    """The study's trained and scored runs: each scored once, its record kept under
+    ``OUT/scores`` (:mod:`._records`), so a study resumes from records alone. Without
+    ``train``, a run with neither a record nor a finished run raises :class:`PendingRun`."""
+
+    def __init__(
+        self, preset: Preset, cache, out: Path, frames: _Frames, *, device, progress, train=True
+    ):
+        self.preset, self.cache, self.out, self.frames = preset, cache, out, frames
+        self.device, self.progress, self.train = device, progress, train
+
+    def identity(self, name: str, seed: int, epochs: int | None = None) -> dict:
+        """What decides a run's scores: model, training options and data."""
+        planned = replace(self.preset, epochs=epochs or self.preset.epochs_of(name))
+        config = _train_config(planned, seed, self.device, self.progress)
+        options = _model_options(name, self.preset, self.cache.field())
+        return {
+            "model": {"name": name, "options": options},
+            "training": config.identity(),
+            "dataset": self.cache.manifest["parameters"],
+        }
+
+    def scored(self, name: str, seed: int, epochs: int | None = None):
+        """(scores, model facts {params, infer_ms, frame256_ms}, views) of the run of
+        ``name`` with ``seed`` at its tier's budget (or ``epochs``): from its record, or
+        trained (or reused from its run directory), scored and recorded."""
+        key = f"{name}-seed{seed}" + ("" if epochs is None else f"-e{epochs}")
+        stem, identity = self.out / "scores" / key, self.identity(name, seed, epochs)
+        stored = load_record(stem, identity)
+        if stored is not None:
+            data, views = stored
+            return SeedOutcome(**data["outcome"]), data["model"], views
+        finished = (run_dir(self.out, name, seed, epochs) / FINISHED_FILE).is_file()
+        if not (self.train or finished):
+            raise PendingRun(f"not trained yet ({key}; scored with train=False / --no-train)")
+        model, result, _ = train_model(name, self.preset, self.cache, self.out, seed=seed,
+                                       device=self.device, progress=self.progress,
+                                       epochs=epochs)  # fmt: skip
+        model = model.cpu().float()
+        scored, views = _score_seed(model, result, seed, self.frames)
+        facts = {
+            "params": count_parameters(model),
+            "infer_ms": _inference_ms(model, self.frames.test_blurred[:8]),
+            "frame256_ms": _frame256_ms(model),
+        }
+        save_record(stem, identity, {"outcome": asdict(scored), "model": facts}, views)
+        return scored, facts, views
+
+
+def budget_test(run: _Runs, name: str, psnr: float, seed: int) -> dict:
+    """The halving form of the doubling test at ``name``'s budget ``B``: its first seed
+    trained again over ``B / 2`` epochs (same schedule shape). ``doubling_gain_db`` is
+    what ``B`` gained over ``B / 2`` (``psnr``: the ``B`` run's test PSNR); ``passed``
+    means ``B / 2`` was already at the plateau. As the gain shrinks with the budget, it
+    also bounds what doubling ``B`` would gain."""
+    budget = run.preset.epochs_of(name)
+    if budget % 2:
+        raise ValueError(f"the halving test needs an even budget, {name} has {budget} epochs")
+    print(f"== {name} (seed {seed}, {budget // 2} epochs: halving test)", flush=True)
+
+    half: list[SeedOutcome] = []
+
+    def score(epochs: int) -> float:
+        if epochs == budget:
+            return psnr
+        half.append(run.scored(name, seed, epochs)[0])
+        return half[-1].psnr
+
+    test = doubling_test(score, budget // 2)
+    return {"form": "halving", "budget_epochs": budget, **test, "half_train_s": half[0].train_s}
 
 
 #: Models whose best checkpoint (first seed) a study keeps under ``checkpoints/``.
@@ -707,11 +853,16 @@ SHARED = ("unet3", "unet6", "cg-unet3", "cg-unet6", "care-unet")
 def export_checkpoints(out: Path, names: list[str], seed: int) -> list[Path]:
     """Half-precision copies of the best checkpoints of ``names`` (first seed) as
     ``out/checkpoints/NAME.safetensors``: small enough to commit, loadable by
-    ``coordgate deblur`` / ``evaluate`` (the weights load back as float32)."""
+    ``coordgate deblur`` / ``evaluate`` (the weights load back as float32). A copy whose
+    run directory is gone (a study resumed from its records) is kept as it is."""
     paths = []
     for name in names:
-        model, config = load_checkpoint(run_dir(out, name, seed) / BEST_CHECKPOINT)
+        best = run_dir(out, name, seed) / BEST_CHECKPOINT
         target = out / "checkpoints" / f"{name}.safetensors"
+        if not best.is_file() and target.is_file():
+            paths.append(target)
+            continue
+        model, config = load_checkpoint(best)
         paths.append(save_checkpoint(target, model, config, dtype=torch.float16))
     return paths
 
@@ -742,14 +893,15 @@ def _input_baseline(frames: _Frames) -> dict:
     }
 
 
-def error_profiles(predictions: dict, sharp: torch.Tensor, bins: int = 12) -> dict:
-    """Mean squared error vs distance from the frame centre (normalised radius), per model."""
+def error_profiles(views: dict, sharp: torch.Tensor, bins: int = 12) -> dict:
+    """Mean squared error vs distance from the frame centre (normalised radius), per
+    model, from each model's error map (``views[name]["error_map"]``, (H, W))."""
     coords = coordinate_grid(sharp.shape[-2:], dtype=torch.float64)
     radius = coords.square().sum(0).sqrt()
     edges = torch.linspace(0, float(radius.max()) + 1e-9, bins + 1, dtype=torch.float64)
     which = torch.bucketize(radius, edges[1:-1])
     profiles = {"radius": ((edges[1:] + edges[:-1]) / 2).tolist()}
-    for name, outputs in predictions.items():
-        error = (outputs["test"] - sharp).double().square().mean((0, 1))
+    for name, shown in views.items():
+        error = shown["error_map"].double()
         profiles[name] = [float(error[which == b].mean()) for b in range(bins)]
     return profiles

@@ -46,7 +46,9 @@ COMPARISONS = ((NARROW, WIDE),)
 
 PRESETS = {
     # the lens study's sensor preset, both models with three seeds
-    "sensor": replace(lens_study.PRESETS["sensor"], name="gate-width", models=MODELS, classical=()),
+    "sensor": replace(
+        lens_study.PRESETS["sensor"], name="gate-width", models=MODELS, classical=(), budget_test=()
+    ),
     # a smoke run of the whole pipeline in a few minutes (one seed, not converged)
     "quick": replace(
         lens_study.PRESETS["quick"], name="gate-width-quick", models=MODELS, classical=()

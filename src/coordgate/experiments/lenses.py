@@ -99,15 +99,20 @@ COMPARISONS = (
 
 PRESETS = {
     # the deblurring study's sensor preset, every model with three seeds
+    # one budget for every model (half the headline budget of the sensor study); the
+    # halving test of CG U-Net(3) on the tilted lens (BUDGET_TEST_LENS) only
     "sensor": replace(
-        deblur.PRESETS["sensor"], name="lenses", models=MODELS, seeds=3, headline_seeds=3
+        deblur.PRESETS["sensor"], name="lenses", models=MODELS, seeds=3, headline_seeds=3,
+        headline_epochs=None, budget_test=("cg-unet3",),
     ),
     # a smoke run of the whole pipeline in a few minutes (one seed, not converged)
     "quick": replace(
         deblur.PRESETS["sensor"], name="lenses-quick", frame=64, crop=32, images=40, epochs=3,
-        models=MODELS, time_budget_s=None,
+        models=MODELS, time_budget_s=None, headline_epochs=None, budget_test=(),
     ),
 }  # fmt: skip
+#: The lens on which the preset's budget_test models are also trained at half the budget.
+BUDGET_TEST_LENS = "tilted"
 
 
 def add_arguments(
@@ -154,8 +159,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def lens_preset(preset: deblur.Preset, lens: Lens) -> deblur.Preset:
-    """``preset`` with the lens ``lens``."""
-    return replace(preset, max_defocus=lens.max_defocus, aberrations=dict(lens.aberrations))
+    """``preset`` with the lens ``lens`` (and its budget test on :data:`BUDGET_TEST_LENS`
+    only)."""
+    return replace(
+        preset,
+        max_defocus=lens.max_defocus,
+        aberrations=dict(lens.aberrations),
+        budget_test=preset.budget_test if lens.name == BUDGET_TEST_LENS else (),
+    )
 
 
 def run_study(

@@ -93,8 +93,8 @@ def run_study(
             print(f"== {name}: {epochs} epochs", flush=True)
             started = time.process_time()
             model, result, _ = deblur.train_model(
-                name, replace(preset, epochs=epochs), cache, out / f"e{epochs}",
-                seed=seed, device=device, progress=progress,
+                name, replace(preset, epochs=epochs, headline_epochs=None), cache,
+                out / f"e{epochs}", seed=seed, device=device, progress=progress,
             )  # fmt: skip
             psnr = evaluate(model, test, device=device)["psnr"]
             runs[epochs] = {

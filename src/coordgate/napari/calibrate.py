@@ -82,12 +82,15 @@ def calibration_layers(
     stacked: bool = False,
     scale: Sequence[float] = (1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0),
+    field_file: str | Path | None = None,
 ) -> list[LayerData]:
     """Layers of a calibration of the bead layer ``name``: used beads, rejected beads
     (labelled by reason), the PSF grid montage and the FWHM map.
 
     The points and the map lie over the bead layer (its ``scale``/``translate``; with
-    ``stacked`` the points carry their frame index too). The montage stands apart.
+    ``stacked`` the points carry their frame index too). The montage stands apart; it
+    names the ``field_file`` the field was saved to (metadata ``psf_field``), which the
+    Deconvolve widget offers.
     """
     scale = tuple(float(s) for s in scale)
     translate = tuple(float(t) for t in translate)
@@ -122,7 +125,10 @@ def calibration_layers(
             {
                 "name": f"{name} calibrated PSF grid",
                 "colormap": "magma",
-                "metadata": {"calibration": {k: summary[k] for k in ("beads", "rank")}},
+                "metadata": {
+                    "calibration": {k: summary[k] for k in ("beads", "rank")},
+                    **({} if field_file is None else {"psf_field": str(field_file)}),
+                },
             },
             "image",
         ),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordgate.napari.layers import as_frames
+from coordgate.napari.layers import as_frames, stack_progress
 
 __all__ = [
     "Cancelled",
@@ -114,13 +114,6 @@ class DeblurSettings:
                 raise ValueError(f"{name} must be a positive number of pixels or None (auto)")
 
 
-def _frame_progress(progress: Progress | None, index: int, count: int) -> Progress | None:
-    """Progress over all frames from the windows of frame ``index`` of ``count``."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(index * total + done, count * total)
-
-
 def deblur_stack(
     data: np.ndarray,
     settings: DeblurSettings,
@@ -161,7 +154,7 @@ def deblur_stack(
             overlap=settings.overlap,
             origin=origin,
             full_size=full_size,
-            progress=_frame_progress(progress, i, len(frames)),
+            progress=stack_progress(progress, i, len(frames)),
         )
         for i, frame in enumerate(frames)
     ]

@@ -10,7 +10,7 @@ No napari or Qt here: these functions take arrays, tuples and dicts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,12 +22,14 @@ __all__ = [
     "output_layer",
     "pixel_origin",
     "sensor_size",
+    "stack_progress",
 ]
 
 #: Metadata key of a layer's sensor size (rows, columns), in pixels.
 SENSOR_SIZE = "sensor_size"
 
 Pair = tuple[float, float]
+Progress = Callable[[int, int], None]
 
 
 def pixel_origin(translate: Sequence[float], scale: Sequence[float]) -> Pair | None:
@@ -79,6 +81,14 @@ def as_frames(data: Any) -> np.ndarray:
     if np.iscomplexobj(array) or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"the image must hold real numbers, got {array.dtype}")
     return array.reshape(-1, *array.shape[-2:]).astype(np.float32)
+
+
+def stack_progress(progress: Progress | None, index: int, count: int) -> Progress | None:
+    """Progress over all ``count`` frames of a stack from that of frame ``index``: a
+    frame's ``(done, total)`` becomes ``(index * total + done, count * total)``."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * total + done, count * total)
 
 
 def output_layer(

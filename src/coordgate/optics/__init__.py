@@ -1,5 +1,6 @@
-"""Optics: PSF models and fields, spatially-varying blur operators, noise, and classical
-restoration (Wiener, Richardson-Lucy). Torch and NumPy only.
+"""Optics: PSF models and fields, spatially-varying blur operators, noise (and its level
+estimated from an image), and classical restoration (Wiener, Richardson-Lucy). Torch and
+NumPy only.
 
 Typical use::
 
@@ -8,7 +9,12 @@ Typical use::
     y = poisson_gaussian(blur.A(x), photons=1000, read_noise=2, generator=g)
 """
 
-from coordgate.optics.blur import BlurOperator, ShiftInvariantBlur, SpatiallyVaryingBlur
+from coordgate.optics.blur import (
+    BlurOperator,
+    ShiftInvariantBlur,
+    SpatiallyVaryingBlur,
+    TiledBlur,
+)
 from coordgate.optics.boundary import PADDINGS
 from coordgate.optics.field import (
     DEFAULT_GRID_SIZE,
@@ -19,7 +25,7 @@ from coordgate.optics.field import (
     PSFField,
     field_radius,
 )
-from coordgate.optics.noise import poisson_gaussian
+from coordgate.optics.noise import NoiseLevel, estimate_noise, poisson_gaussian
 from coordgate.optics.psf import (
     ABERRATIONS,
     diffraction_psf,
@@ -43,10 +49,13 @@ __all__ = [
     "GaussianField",
     "LensField",
     "MeasuredField",
+    "NoiseLevel",
     "PSFField",
     "ShiftInvariantBlur",
     "SpatiallyVaryingBlur",
+    "TiledBlur",
     "diffraction_psf",
+    "estimate_noise",
     "field_radius",
     "gaussian_psf",
     "multi_wiener",

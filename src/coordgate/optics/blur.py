@@ -21,6 +21,9 @@ agree to rounding):
   ``h_k`` the leading right singular vectors of the (grid points, k*k) PSF matrix scaled
   by their singular values and ``w_k`` the bilinear interpolation of the matching left
   singular vectors to every pixel.
+
+:class:`TiledBlur` is the low-rank operator computed in overlapping windows of a large
+frame, each at its own sensor origin, sharing one set of kernel spectra.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ from coordgate.optics.fourier import (
 )
 from coordgate.optics.interpolation import bracket, interpolation_matrix
 from coordgate.optics.psf import check_psf
+from coordgate.tiling import balanced_tile, blend_windows, plan_windows
 
 __all__ = [
+    "DEFAULT_CACHE_BYTES",
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_RANK_TOLERANCE",
     "MAX_AUTO_RANK",
@@ -55,6 +60,7 @@ __all__ = [
     "BlurOperator",
     "ShiftInvariantBlur",
     "SpatiallyVaryingBlur",
+    "TiledBlur",
 ]
 
 METHODS = ("exact", "lowrank")
@@ -219,6 +225,13 @@ def _image_size(image_size: Any) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _field_and_size(field: Any, image_size: Any) -> tuple[int, int]:
+    """The (H, W) of an operator of ``field`` (checked to be a PSFField) for ``image_size``."""
+    if not isinstance(field, PSFField):
+        raise ValueError(f"field must be a PSFField, got {type(field).__name__}")
+    return _image_size(image_size)
+
+
 def _source_coords(n: int, origin: float, full: float, margin: int, padding: str) -> torch.Tensor:
     """Normalised coordinates of the frame's pixels plus ``margin`` on each side (for
     circular padding, the coordinates of the frame pixels the margin wraps around to)."""
@@ -261,6 +274,41 @@ def _choose_rank(singular_values: torch.Tensor, rank: int | None) -> int:
     return rank
 
 
+def _sampled_grid(
+    field: PSFField, grid_size: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The field's PSFs on its grid (ny, nx, k, k), each of unit sum, and the grid's
+    positions y (ny,), x (nx,)."""
+    psfs = field.grid(grid_size)
+    check_psf(psfs, "field.grid()", batch_dims=2)
+    grid_y, grid_x = field.grid_positions(grid_size)
+    return psfs / psfs.sum(dim=(-2, -1), keepdim=True), grid_y, grid_x
+
+
+def _low_rank(
+    psfs: torch.Tensor, rank: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The eigen-PSFs of a PSF grid (ny, nx, k, k): all singular values, the kernels of the
+    ``rank`` strongest (K, k, k) and their coefficients on the grid (K, ny, nx)."""
+    ny, nx, k = psfs.shape[:3]
+    singular_values, coefficients, kernels = _eigen_psfs(psfs.reshape(-1, k * k))
+    rank = _choose_rank(singular_values, rank)
+    coefficients = coefficients[:, :rank].T.reshape(rank, ny, nx)
+    return singular_values, kernels[:rank].reshape(rank, k, k), coefficients
+
+
+def _weights(
+    coefficients: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    grid_y: torch.Tensor,
+    grid_x: torch.Tensor,
+) -> torch.Tensor:
+    """The coefficients (K, ny, nx) interpolated to the source pixels at normalised
+    coordinates ``rows`` (Sh,) and ``cols`` (Sw,): the weights (K, Sh, Sw)."""
+    return interpolation_matrix(rows, grid_y) @ coefficients @ interpolation_matrix(cols, grid_x).T
+
+
 class _LowRank(NamedTuple):
     """What the low-rank operator caches per device and dtype: the FFT grid, the kernels'
     spectra and weights (K, Sh, Sw) of the forward, and their paired forms of the adjoint
@@ -271,6 +319,27 @@ class _LowRank(NamedTuple):
     weights: torch.Tensor
     adjoint_spectra: torch.Tensor
     adjoint_weights: torch.Tensor
+
+    @staticmethod
+    def of(
+        shape: tuple[int, int], spectra: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor
+    ) -> _LowRank:
+        """From the FFT grid, the (forward, adjoint) spectra and the weights (K, Sh, Sw)."""
+        return _LowRank(shape, spectra[0], weights, spectra[1], adjoint_weights(weights))
+
+
+def _lowrank_A(x: torch.Tensor, lowrank: _LowRank, margin: int, padding: str) -> torch.Tensor:
+    """Product-convolution of x (N, C, H, W), extended by ``margin`` under ``padding``."""
+    xs = extend(x, margin, padding)
+    return product_convolution(xs, lowrank.spectra, lowrank.weights, lowrank.shape, margin)
+
+
+def _lowrank_A_T(y: torch.Tensor, lowrank: _LowRank, margin: int, padding: str) -> torch.Tensor:
+    """The adjoint of :func:`_lowrank_A`: (N, C, H, W) -> (N, C, H, W)."""
+    z = product_convolution_adjoint(
+        y, lowrank.adjoint_spectra, lowrank.adjoint_weights, lowrank.shape, margin
+    )
+    return extend_adjoint(z, margin, padding)
 
 
 class SpatiallyVaryingBlur(BlurOperator):
@@ -301,9 +370,7 @@ class SpatiallyVaryingBlur(BlurOperator):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(field, PSFField):
-            raise ValueError(f"field must be a PSFField, got {type(field).__name__}")
-        size = _image_size(image_size)
+        size = _field_and_size(field, image_size)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method == "exact" and rank is not None:
@@ -322,10 +389,7 @@ class SpatiallyVaryingBlur(BlurOperator):
         self.image_size, self.method, self.chunk_bytes = size, method, int(chunk_bytes)
         origin_t, full_t = resolve_frame(size, origin, full_size)
         self.origin, self.full_size = origin_t, full_t
-        psfs = field.grid(grid_size)
-        check_psf(psfs, "field.grid()", batch_dims=2)
-        psfs = psfs / psfs.sum(dim=(-2, -1), keepdim=True)
-        grid_y, grid_x = field.grid_positions(grid_size)
+        psfs, grid_y, grid_x = _sampled_grid(field, grid_size)
         self.grid_shape = tuple(psfs.shape[:2])
         # lowrank's circular operator is an FFT of the frame itself: no margin of sources
         margin = self.margin if method == "exact" else self.fft_margin
@@ -346,15 +410,9 @@ class SpatiallyVaryingBlur(BlurOperator):
             self.register_buffer("row_t", t.to(dtype))
             self.register_buffer("col_weights", interpolation_matrix(cols, grid_x).to(dtype))
         else:
-            singular_values, coefficients, kernels = _eigen_psfs(psfs.reshape(-1, k * k))
-            self.rank = _choose_rank(singular_values, rank)
-            kernels = kernels[: self.rank].reshape(self.rank, k, k)
-            coefficients = coefficients[:, : self.rank].reshape(*self.grid_shape, self.rank)
-            weights = (
-                interpolation_matrix(rows, grid_y)
-                @ coefficients.permute(2, 0, 1)
-                @ interpolation_matrix(cols, grid_x).T
-            )
+            singular_values, kernels, coefficients = _low_rank(psfs, rank)
+            self.rank = len(kernels)
+            weights = _weights(coefficients, rows, cols, grid_y, grid_x)
             self.register_buffer("singular_values", singular_values.to(dtype))
             self.register_buffer("kernels", kernels.to(dtype))
             self.register_buffer("weights", weights.to(dtype))
@@ -442,24 +500,15 @@ class SpatiallyVaryingBlur(BlurOperator):
         key = (like.device, like.dtype)
         if key not in self._cache:
             shape = self._fft_shape(self.image_size)
-            kernels, weights = self.kernels.to(like), self.weights.to(like)
-            self._cache[key] = _LowRank(
-                shape,
-                kernel_spectra(kernels, shape),
-                weights,
-                adjoint_spectra(kernels, shape),
-                adjoint_weights(weights),
-            )
+            kernels = self.kernels.to(like)
+            spectra = (kernel_spectra(kernels, shape), adjoint_spectra(kernels, shape))
+            self._cache[key] = _LowRank.of(shape, spectra, self.weights.to(like))
         return self._cache[key]
 
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
         n, ch, h, w = x.shape
         if self.method == "lowrank":
-            lowrank = self._lowrank(x)
-            xs = extend(x, self.fft_margin, self.padding)
-            return product_convolution(
-                xs, lowrank.spectra, lowrank.weights, lowrank.shape, self.fft_margin
-            )
+            return _lowrank_A(x, self._lowrank(x), self.fft_margin, self.padding)
         xs = extend(x, self.margin, self.padding)
         c0 = self.margin + self.psf_size // 2
         light = _LinearMap.apply(
@@ -470,15 +519,155 @@ class SpatiallyVaryingBlur(BlurOperator):
     def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
         n, ch = y.shape[:2]
         if self.method == "lowrank":
-            lowrank = self._lowrank(y)
-            z = product_convolution_adjoint(
-                y, lowrank.adjoint_spectra, lowrank.adjoint_weights, lowrank.shape, self.fft_margin
-            )
-            return extend_adjoint(z, self.fft_margin, self.padding)
-        else:
-            c0 = self.margin + self.psf_size // 2
-            z = _LinearMap.apply(
-                F.pad(y, (c0,) * 4).flatten(0, 1), self._exact_gather, self._exact_scatter
-            )
-            z = z.reshape(n, ch, *z.shape[-2:])
+            return _lowrank_A_T(y, self._lowrank(y), self.fft_margin, self.padding)
+        c0 = self.margin + self.psf_size // 2
+        z = _LinearMap.apply(
+            F.pad(y, (c0,) * 4).flatten(0, 1), self._exact_gather, self._exact_scatter
+        )
+        z = z.reshape(n, ch, *z.shape[-2:])
         return extend_adjoint(z, self.margin, self.padding)
+
+
+#: Window weights a :class:`TiledBlur` keeps between calls (the rest are recomputed).
+DEFAULT_CACHE_BYTES = 1 << 30
+
+
+class TiledBlur(BlurOperator):
+    """The low-rank blur of an ``image_size`` frame computed in overlapping windows, each
+    at its own sensor origin: ``SpatiallyVaryingBlur(method="lowrank")``'s result (to
+    rounding) in the FFT working memory of one window.
+
+    An output pixel of ``A`` or ``A_T`` depends on the pixels within ``psf_size // 2`` of
+    it (one more for ``A_T`` with reflect padding, which folds the margin back onto the
+    pixels it mirrors), so a window's result is exact but within ``psf_size // 2 + 1`` of
+    an edge it shares with a neighbour. Windows overlap by twice that and are stitched by
+    :func:`coordgate.tiling.blend_windows`, which takes nothing from those bands. All
+    windows have one size and share one set of kernel spectra, computed once per device
+    and dtype; a window's weights (the eigen-PSF coefficients at its pixels' sensor
+    coordinates) are kept while all kept weights fit ``cache_bytes``, else recomputed at
+    each call.
+
+    field, image_size, rank, padding, grid_size, origin, full_size, device, dtype: as for
+    :class:`SpatiallyVaryingBlur` (``"circular"`` padding wraps around the whole frame and
+    takes one window); tile: the largest window side in pixels, one int or (H, W), at
+    least twice the PSF size (None: the whole frame); the windows share each axis evenly
+    (:func:`coordgate.tiling.balanced_tile`).
+
+    >>> from coordgate.optics import PSFField
+    >>> field = PSFField.gaussian(psf_size=9)
+    >>> tiled = TiledBlur(field, (100, 90), tile=40, padding="reflect")
+    >>> whole = SpatiallyVaryingBlur(field, (100, 90), method="lowrank", padding="reflect")
+    >>> x = torch.rand(1, 1, 100, 90)
+    >>> bool((tiled.A(x) - whole.A(x)).abs().max() < 1e-5), tiled.windows
+    (True, 9)
+    """
+
+    def __init__(
+        self,
+        field: PSFField,
+        image_size: Sequence[int],
+        *,
+        tile: int | Sequence[int] | None = None,
+        rank: int | None = None,
+        padding: str = "zero",
+        grid_size: int | None = None,
+        origin: float | Sequence[float] | None = None,
+        full_size: float | Sequence[float] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        size = _field_and_size(field, image_size)
+        self.padding = check_padding(padding)
+        self.psf_size = k = field.psf_size
+        if k > min(size):
+            raise ValueError(f"{k}x{k} PSFs do not fit a {size[0]}x{size[1]} image")
+        largest = size if tile is None else _image_size(tile)
+        if tile is not None and min(largest) < 2 * k:
+            raise ValueError(f"tile must be at least twice the PSF size ({2 * k}), got {tile!r}")
+        self.image_size, self.cache_bytes = size, int(cache_bytes)
+        self.frame = resolve_frame(size, origin, full_size)
+        band = k // 2 + 1
+        self.rows, self.cols = (
+            plan_windows(n, balanced_tile(n, t, 2 * band, 1), 2 * band, 1, band)
+            for n, t in zip(size, largest)
+        )
+        if self.padding == "circular" and self.windows > 1:
+            raise ValueError("circular padding wraps around the whole frame: use tile=None")
+        psfs, grid_y, grid_x = _sampled_grid(field, grid_size)
+        singular_values, kernels, coefficients = _low_rank(psfs, rank)
+        self.rank = len(kernels)
+        dtype = dtype or torch.get_default_dtype()
+        self.register_buffer("singular_values", singular_values.to(dtype))
+        self.register_buffer("kernels", kernels.to(dtype))
+        # Each window's weights are interpolated from these on the CPU in float64 (as
+        # SpatiallyVaryingBlur's are), then moved: not buffers, so .to() leaves them here.
+        self._coefficients, self._grid = coefficients, (grid_y, grid_x)
+        if device is not None:
+            self.to(device)
+
+    @property
+    def windows(self) -> int:
+        """The number of windows the frame is computed in."""
+        return len(self.rows.starts) * len(self.cols.starts)
+
+    def _image_size(self) -> tuple[int, int]:
+        return self.image_size
+
+    def extra_repr(self) -> str:
+        return (
+            f"image_size={self.image_size}, tile={(self.rows.size, self.cols.size)}, "
+            f"windows={self.windows}, rank={self.rank}, psf_size={self.psf_size}, "
+            f"padding={self.padding!r}"
+        )
+
+    def _spectra(self, like: torch.Tensor) -> tuple[tuple[int, int], tuple]:
+        """The FFT grid of a window and the (forward, adjoint) kernel spectra on it."""
+        key = ("spectra", like.device, like.dtype)
+        if key not in self._cache:
+            shape = self._fft_shape((self.rows.size, self.cols.size))
+            kernels = self.kernels.to(like)
+            self._cache[key] = (
+                shape,
+                (kernel_spectra(kernels, shape), adjoint_spectra(kernels, shape)),
+            )
+        return self._cache[key]
+
+    def _window(self, i: int, j: int, like: torch.Tensor) -> _LowRank:
+        """Window (i, j)'s spectra and weights for ``like``'s device and dtype."""
+        key = (i, j, like.device, like.dtype)
+        if key in self._cache:
+            return self._cache[key]
+        margin, (origin, full) = self.fft_margin, self.frame
+        rows, cols = (
+            _source_coords(plan.size, o + plan.starts[index], f, margin, self.padding)
+            for plan, index, o, f in zip((self.rows, self.cols), (i, j), origin, full)
+        )
+        weights = _weights(self._coefficients, rows, cols, *self._grid)
+        window = _LowRank.of(*self._spectra(like), weights.to(like))
+        kept = sum(v.weights.nbytes + v.adjoint_weights.nbytes for v in self._windows_kept())
+        if kept + window.weights.nbytes + window.adjoint_weights.nbytes <= self.cache_bytes:
+            self._cache[key] = window
+        return window
+
+    def _windows_kept(self) -> list[_LowRank]:
+        return [v for v in self._cache.values() if isinstance(v, _LowRank)]
+
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        margin = self.fft_margin
+        return blend_windows(
+            x,
+            self.rows,
+            self.cols,
+            lambda i, j, xw: _lowrank_A(xw, self._window(i, j, xw), margin, self.padding),
+        )
+
+    def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
+        margin = self.fft_margin
+        return blend_windows(
+            y,
+            self.rows,
+            self.cols,
+            lambda i, j, yw: _lowrank_A_T(yw, self._window(i, j, yw), margin, self.padding),
+        )

@@ -13,7 +13,9 @@ Three kinds of field share one interface:
 - :class:`GaussianField` (``PSFField.gaussian``): a Gaussian whose sigma grows as ``h**2``.
 - :class:`MeasuredField` (``PSFField.from_grid`` / ``PSFField.load``): PSFs measured on a
   rectilinear grid of field points (e.g. bead scans), bilinearly interpolated between
-  them and taken from the nearest edge of the grid outside it.
+  them and taken from the nearest edge of the grid outside it. A measured field may
+  record the ``sensor_size`` (H, W) in pixels it was measured on (a calibration does):
+  its positions mean pixels of that sensor only.
 
 The default lens (21 px PSFs, Nyquist-sampled pupil, ``DEFAULT_MAX_DEFOCUS`` = 0.75 waves
 RMS defocus in the corners) is diffraction-limited at the centre (Airy core FWHM ~2 px,
@@ -78,6 +80,16 @@ def _positions(y: Any, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return y, x
 
 
+def _sensor_size(value: Any) -> tuple[int, int] | None:
+    """None, or a sensor size as two positive integers (H, W)."""
+    if value is None:
+        return None
+    size = np.asarray(value).reshape(-1).tolist()
+    if len(size) != 2 or not all(float(v).is_integer() and v >= 1 for v in size):
+        raise ValueError(f"sensor_size must be two positive integers (H, W), got {value!r}")
+    return int(size[0]), int(size[1])
+
+
 class PSFField:
     """A PSF that varies smoothly over the sensor (see the module docstring)."""
 
@@ -89,6 +101,8 @@ class PSFField:
         if psf_size % 2 == 0:
             raise ValueError(f"psf_size must be odd so the PSF has a centre pixel, got {psf_size}")
         self.psf_size = psf_size
+        #: The sensor (H, W) px the field was measured on; None: it applies to any frame.
+        self.sensor_size: tuple[int, int] | None = None
         self._grids: dict[int | None, torch.Tensor] = {}
 
     def _psfs(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +150,8 @@ class PSFField:
         return {"kind": self.kind, "psf_size": self.psf_size, **self._parameters()}
 
     def save(self, path: str | Path, grid_size: int | None = None) -> Path:
-        """Write ``psfs`` (ny, nx, k, k), their positions ``y``, ``x`` and ``config`` to .npz.
+        """Write ``psfs`` (ny, nx, k, k), their positions ``y``, ``x``, ``config`` and the
+        ``sensor_size`` (when known) to .npz.
 
         Analytic fields are rebuilt exactly from ``config`` by :meth:`load`; the grid is
         stored alongside so the file can be inspected or edited into a measured field.
@@ -151,6 +166,8 @@ class PSFField:
             "x": x.numpy(),
             "config": np.array(json.dumps(self.config())),
         }
+        if self.sensor_size is not None:
+            arrays["sensor_size"] = np.array(self.sensor_size)
         return replace_atomically(path, lambda tmp: np.savez(tmp, **arrays))
 
     def __repr__(self) -> str:
@@ -212,7 +229,8 @@ class PSFField:
         """Read a field written by :meth:`save`, or a user's measured grid.
 
         A user file needs ``psfs`` (ny, nx, k, k) and may give ``y`` (ny,) and ``x`` (nx,)
-        positions in normalised coordinates (default: evenly from -1 to 1).
+        positions in normalised coordinates (default: evenly from -1 to 1) and the
+        ``sensor_size`` (H, W) they were measured on.
         """
         path = Path(path)
         if not path.is_file():
@@ -231,6 +249,7 @@ class PSFField:
             torch.from_numpy(np.asarray(arrays["psfs"], dtype=np.float64)),
             arrays.get("y"),
             arrays.get("x"),
+            sensor_size=arrays.get("sensor_size"),
         )
 
 
@@ -326,15 +345,17 @@ class MeasuredField(PSFField):
 
     psfs: (ny, nx, k, k), non-negative (each normalised to unit sum); y (ny,), x (nx,):
     strictly increasing positions inside the frame [-1, 1] (default: evenly spaced,
-    edges included). Outside the grid the nearest grid edge's PSFs apply.
+    edges included). Outside the grid the nearest grid edge's PSFs apply. sensor_size:
+    the sensor (H, W) px the positions refer to, or None.
     """
 
     kind: ClassVar[str] = "measured"
 
-    def __init__(self, psfs: Any, y: Any = None, x: Any = None) -> None:
+    def __init__(self, psfs: Any, y: Any = None, x: Any = None, *, sensor_size: Any = None) -> None:
         psfs = torch.as_tensor(psfs)
         check_psf(psfs, "measured PSF grid", batch_dims=2)
         super().__init__(psfs.shape[-1])
+        self.sensor_size = _sensor_size(sensor_size)
         psfs = psfs.to(torch.float64)
         ny, nx = psfs.shape[:2]
         y = self._axis(y, ny, "y")
@@ -359,7 +380,9 @@ class MeasuredField(PSFField):
         return positions
 
     def _parameters(self) -> dict[str, Any]:
-        return {"grid_shape": list(self.psfs.shape[:2]), "y": self.y.tolist(), "x": self.x.tolist()}
+        grid = {"grid_shape": list(self.psfs.shape[:2]), "y": self.y.tolist(), "x": self.x.tolist()}
+        sensor = {} if self.sensor_size is None else {"sensor_size": list(self.sensor_size)}
+        return {**grid, **sensor}
 
     def grid_positions(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The measured positions when ``n`` is None, else an evenly spaced n x n grid."""

@@ -1,15 +1,28 @@
 """Classical restoration: Wiener deconvolution (one PSF, several PSFs, spatially blended)
-and Richardson-Lucy with any blur operator.
+and Richardson-Lucy with any blur operator, optionally total-variation regularised.
 
 Wiener filters assume a periodic image; the blurred image is first extended by
 reflection (``padding``) to at least one PSF width beyond the frame so the periodic seam
 lies outside the frame, then cropped back.
+
+Richardson-Lucy with total variation (Dey et al., Microsc. Res. Tech. 2006) divides each
+update by ``A_T(1) - tv * div(grad x / |grad x|)`` instead of ``A_T(1)``: the
+multiplicative step of the Poisson likelihood plus ``tv`` times the image's total
+variation, which flattens noise in smooth regions and keeps edges. The weight is
+dimensionless (the unit vectors do not scale with the image). ``|grad x|`` is smoothed,
+``sqrt(|grad x|^2 + s^2)``, so that flat regions stay defined; there the term's step is an
+explicit diffusion, ``x <- x + (tv * x / s) * laplacian(x)``, stable only while
+``tv * x / s <= 1/4``. A smaller ``s`` lets checkerboard oscillations grow in bright flat
+regions, where the iterates then depend on the rounding of each step (tiles and the whole
+frame part by 0.06 after 100 iterations on a 768² frame); ``s`` is therefore at least
+``tv * bright / TV_STEP``, ``bright`` the blurred image's 99.9th percentile (with it they
+agree to 3e-6, and the PSNR is no lower).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,15 +34,26 @@ from coordgate.optics.interpolation import interpolation_matrix
 from coordgate.optics.psf import check_psf
 
 __all__ = [
+    "TV_SMOOTHING",
+    "TV_STEP",
     "WIENER_PADDINGS",
+    "RichardsonLucyStep",
     "multi_wiener",
     "richardson_lucy",
     "richardson_lucy_iterates",
+    "richardson_lucy_steps",
     "spatially_varying_wiener",
+    "total_variation_gradient",
     "wiener_deconvolution",
 ]
 
 WIENER_PADDINGS = ("zero", "reflect", "replicate", "circular")
+#: ``|grad x|`` in the total-variation term is ``sqrt(|grad x|^2 + s^2)``, with s at least
+#: TV_SMOOTHING times the mean of the blurred image ...
+TV_SMOOTHING = 0.1
+#: ... and at least ``tv * bright / TV_STEP``: where the image is flat, the term's step is a
+#: diffusion whose coefficient ``tv * x / s`` stays at most TV_STEP, the largest stable one.
+TV_STEP = 0.25
 
 
 def _check_image(y: Any, name: str, function: str) -> None:
@@ -109,18 +133,123 @@ def spatially_varying_wiener(
 ) -> torch.Tensor:
     """Wiener-deconvolve with each PSF of ``field.grid(grid_size)`` and blend the results
     with the same bilinear weights that interpolate the PSFs: (N, C, H, W) -> same.
+
+    ``balance``: a positive number, or one per PSF in row-major grid order. The PSFs are
+    taken one at a time (the working memory is a few frames, whatever the grid), and those
+    with no weight inside the frame (a crop far from them) are skipped.
     """
     _check_image(y, "y", "spatially_varying_wiener")
     if not isinstance(field, PSFField):
         raise ValueError(f"field must be a PSFField, got {type(field).__name__}")
-    psfs = field.grid(grid_size)
+    psfs = field.grid(grid_size).to(y)
+    ny, nx = psfs.shape[:2]
+    balances = _check_balance(balance, ny * nx)
     grid_y, grid_x = field.grid_positions(grid_size)
-    restored = multi_wiener(y, psfs.to(y), balance=balance, padding=padding)
-    restored = restored.unflatten(1, psfs.shape[:2])
     coords = coordinate_grid(y.shape[-2:], origin=origin, full_size=full_size, dtype=torch.float64)
     wy = interpolation_matrix(coords[0, :, 0], grid_y).to(y)
     wx = interpolation_matrix(coords[1, 0, :], grid_x).to(y)
-    return torch.einsum("nyxchw,hy,wx->nchw", restored, wy, wx)
+    out = torch.zeros_like(y)
+    for p, (i, j) in enumerate((i, j) for i in range(ny) for j in range(nx)):
+        weight = torch.outer(wy[:, i], wx[:, j])
+        if not weight.any():
+            continue
+        b = balances[p] if isinstance(balances, torch.Tensor) and balances.numel() > 1 else balance
+        out = out + weight * multi_wiener(y, psfs[i, j][None], balance=b, padding=padding)[:, 0]
+    return out
+
+
+class RichardsonLucyStep(NamedTuple):
+    """One Richardson-Lucy iteration: the new ``estimate`` (N, C, H, W) and ``predicted``,
+    the previous estimate blurred plus the background, ``A x + b`` (N, C, H, W), which
+    the step compared with the data (so a stopping rule can judge the previous estimate
+    at no extra cost)."""
+
+    estimate: torch.Tensor
+    predicted: torch.Tensor
+
+
+def total_variation_gradient(x: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The gradient of the total variation sum |grad x| of x (..., H, W): -div(grad x /
+    |grad x|), forward differences with a zero last difference, their adjoint for div;
+    ``|grad x|`` is smoothed as ``sqrt(|grad x|^2 + smoothing^2)``.
+
+    >>> step = torch.zeros(1, 4); step[:, 2:] = 1
+    >>> total_variation_gradient(step, 1e-3)  # descending it pulls the edge together
+    tensor([[ 0.0000, -1.0000,  1.0000,  0.0000]])
+    """
+    dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
+    norm = torch.sqrt(dy**2 + dx**2 + smoothing**2)
+    py, px = dy / norm, dx / norm
+    # -div is the adjoint of the forward differences applied to (py, px)
+    return F.pad(py, (0, 0, 1, 0))[..., :-1, :] - py + F.pad(px, (1, 0))[..., :, :-1] - px
+
+
+def _check_operator(operator: Any) -> None:
+    if not (callable(getattr(operator, "A", None)) and callable(getattr(operator, "A_T", None))):
+        raise ValueError(f"operator must have A and A_T methods, got {type(operator).__name__}")
+
+
+def _check_non_negative(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float)) and 0 <= value < float("inf")
+    ):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def richardson_lucy_steps(
+    y: torch.Tensor,
+    operator: Any,
+    *,
+    x0: torch.Tensor | None = None,
+    background: float = 0.0,
+    tv: float = 0.0,
+    eps: float = 1e-12,
+) -> Iterator[RichardsonLucyStep]:
+    """The Richardson-Lucy iterations of y (N, C, H, W), without end, as
+    :class:`RichardsonLucyStep` s: ``x <- x * A_T(y / (A x + b)) / (A_T(1) + tv * g(x))``
+    with ``g`` the :func:`total_variation_gradient` (``tv = 0``: plain Richardson-Lucy,
+    see :func:`richardson_lucy`). The denominator is kept above ``eps``.
+
+    >>> from coordgate.optics import PSFField, SpatiallyVaryingBlur
+    >>> blur = SpatiallyVaryingBlur(PSFField.gaussian(psf_size=7), (32, 32), method="lowrank")
+    >>> steps = richardson_lucy_steps(blur.A(torch.rand(1, 1, 32, 32)), blur, tv=0.01)
+    >>> first = next(steps)
+    >>> first.estimate.shape, bool((first.estimate >= 0).all())
+    (torch.Size([1, 1, 32, 32]), True)
+    """
+    _check_image(y, "y", "richardson_lucy")
+    _check_operator(operator)
+    background = _check_non_negative(background, "background")
+    tv = _check_non_negative(tv, "tv")
+    y = y.clamp_min(0)
+    if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != y.shape):
+        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must have the shape of y {tuple(y.shape)}, got {got}")
+    x = (y if x0 is None else x0).clamp_min(eps)
+    return _rl_steps(y, operator, x, background, tv, eps)
+
+
+def _tv_smoothing(y: torch.Tensor, tv: float, eps: float) -> float:
+    """The smoothing of ``|grad x|``: ``TV_SMOOTHING`` of y's mean, and at least
+    ``tv * bright / TV_STEP`` with ``bright`` y's 99.9th percentile (see the module
+    docstring)."""
+    flat = y.flatten()
+    bright = float(flat.kthvalue(max(1, int(0.999 * flat.numel()))).values)
+    return max(TV_SMOOTHING * float(y.mean()), tv * bright / TV_STEP, eps)
+
+
+def _rl_steps(y, operator, x, background: float, tv: float, eps: float):
+    sensitivity = operator.A_T(torch.ones_like(y)).clamp_min(eps)
+    smoothing = _tv_smoothing(y, tv, eps)
+    while True:
+        predicted = operator.A(x) + background
+        denominator = sensitivity
+        if tv:
+            denominator = (sensitivity + tv * total_variation_gradient(x, smoothing)).clamp_min(eps)
+        x = x * operator.A_T(y / predicted.clamp_min(eps)) / denominator
+        yield RichardsonLucyStep(x, predicted)
 
 
 def richardson_lucy_iterates(
@@ -134,23 +263,8 @@ def richardson_lucy_iterates(
     """The Richardson-Lucy estimates of y (N, C, H, W), one per iteration, without end:
     ``x <- x * A_T(y / (A x + b)) / A_T(1)`` (see :func:`richardson_lucy`); for choosing
     the iteration count on a validation set without recomputing earlier iterations."""
-    _check_image(y, "y", "richardson_lucy")
-    if not (callable(getattr(operator, "A", None)) and callable(getattr(operator, "A_T", None))):
-        raise ValueError(f"operator must have A and A_T methods, got {type(operator).__name__}")
-    if not (isinstance(background, (int, float)) and 0 <= background < float("inf")):
-        raise ValueError(f"background must be a non-negative number, got {background!r}")
-    y = y.clamp_min(0)
-    if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != y.shape):
-        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-        raise ValueError(f"x0 must have the shape of y {tuple(y.shape)}, got {got}")
-    return _rl_steps(y, operator, (y if x0 is None else x0).clamp_min(eps), background, eps)
-
-
-def _rl_steps(y, operator, x, background: float, eps: float) -> Iterator[torch.Tensor]:
-    sensitivity = operator.A_T(torch.ones_like(y)).clamp_min(eps)
-    while True:
-        x = x * operator.A_T(y / (operator.A(x) + background).clamp_min(eps)) / sensitivity
-        yield x
+    steps = richardson_lucy_steps(y, operator, x0=x0, background=background, eps=eps)
+    return (step.estimate for step in steps)
 
 
 def richardson_lucy(

@@ -13,12 +13,23 @@ frame's corners.
 
 The fit is one least-squares problem over all beads: the polynomial coefficients and
 one sub-pixel shift per bead (the bead's unknown position), by L-BFGS through the pupil
-FFT. It starts from single-PSF pupil fits at anchor points
-(:func:`~coordgate.optics.calibration.pupil.chief_ray_offsets` on a denoised field),
-whose even terms (defocus, astigmatism, spherical) are only known up to the twin sign of
-phase retrieval (``W(rho) -> -W(-rho)`` gives the same PSF); the start picks, anchor by
-anchor, the sign that a polynomial fits best. The fitted PSFs have zero wavefront tilt:
-each is centred on its chief ray.
+FFT. The phase of a diffraction PSF is a non-convex function of its intensity, so the
+fit runs from two starts and keeps the one with the lower loss:
+
+- *anchors*: single-PSF pupil fits at anchor points
+  (:func:`~coordgate.optics.calibration.pupil.chief_ray_offsets` on a denoised field),
+  whose even terms (defocus, astigmatism, spherical) are only known up to the twin sign
+  of phase retrieval (``W(rho) -> -W(-rho)`` gives the same PSF); the start picks, anchor
+  by anchor, the sign that a polynomial fits best;
+- *grown from the centre* (:data:`GROWTH`): constant aberrations fitted to the beads
+  near the centre, where a lens is least aberrated and the fit nearly convex, then
+  polynomials of growing degree to beads ever farther out, each stage starting where
+  the last ended. On the issue-24 lens (astigmatism 0.5, coma 0.35 waves in the corners,
+  one 512² frame) the anchor start alone stopped at a local minimum (astigmatism found
+  at a fifth of its size; the per-bead loss 14 % above the truth's; field error 32 %
+  median, 73 % worst); started at the truth, the same fit ended at 7 % / 21 %.
+
+The fitted PSFs have zero wavefront tilt: each is centred on its chief ray.
 
 Assumptions, which the fit residual tests: scalar diffraction through a uniformly
 illuminated circular pupil of known sampling (``pupil_scale``, 1 = Nyquist); the
@@ -44,7 +55,7 @@ from coordgate.optics.calibration.model import DEFAULT_MAX_EXTRAPOLATION, Hull
 from coordgate.optics.calibration.pupil import PupilFit, check_pupil_scale, lbfgs
 from coordgate.optics.psf import ABERRATIONS
 
-__all__ = ["DEFAULT_DEGREE", "PupilField", "fit_pupil_field", "monomials"]
+__all__ = ["DEFAULT_DEGREE", "GROWTH", "PupilField", "fit_pupil_field", "monomials"]
 
 #: Total degree of the polynomials in (y, x): quadratic, as the Seidel aberrations are.
 DEFAULT_DEGREE = 2
@@ -52,6 +63,14 @@ DEFAULT_DEGREE = 2
 _EVEN = np.array([ABERRATIONS[name][0] % 2 == 0 for name in ABERRATIONS])
 _ITERATIONS = 200
 _SIGN_ROUNDS = 10
+#: The grown start's stages: (field radius ``|p|`` of the beads fitted, polynomial degree
+#: at most); a last stage fits every bead at the field's degree.
+GROWTH = ((0.4, 0), (0.7, 1), (1.0, 2))
+# Iterations of each growth stage; the fewest beads a stage fits (else the nearest ones).
+_STAGE_ITERATIONS = 80
+_STAGE_BEADS = 8
+# Iterations of a held-out refit (from the full fit's solution).
+_REFIT = 40
 
 
 def monomials(positions: np.ndarray, degree: int) -> np.ndarray:
@@ -100,6 +119,17 @@ class PupilField:
             psfs = self._pupil.psfs(coefficients, torch.zeros(len(coefficients), 2).double())
         return psfs.numpy()
 
+    def refit(self, psfs: np.ndarray, positions: np.ndarray) -> PupilField:
+        """This field refitted to chief-ray-centred PSFs (N, K, K) at positions (N, 2),
+        starting from its own polynomials (a short fit: for held-out checks)."""
+        target = torch.as_tensor(np.asarray(psfs), dtype=torch.float64)
+        design = torch.from_numpy(monomials(positions, self.degree))
+        polynomials, _, _ = _least_squares(
+            self._pupil, target, design, self.polynomials, np.zeros((len(psfs), 2)), _REFIT
+        )
+        return PupilField(self.psf_size, polynomials, np.asarray(positions), np.zeros(len(psfs)),
+                          self.degree, self.pupil_scale, self.max_extrapolation)  # fmt: skip
+
 
 def _signed_start(anchors: np.ndarray, coefficients: np.ndarray, degree: int) -> np.ndarray:
     """Polynomials through anchor coefficients, each anchor's twin sign chosen to fit best.
@@ -129,6 +159,68 @@ def _signed_start(anchors: np.ndarray, coefficients: np.ndarray, degree: int) ->
     return best
 
 
+def _least_squares(
+    pupil: PupilFit,
+    target: torch.Tensor,
+    design: torch.Tensor,
+    polynomials: np.ndarray,
+    shifts: np.ndarray,
+    iterations: int,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """L-BFGS of polynomials (M, 6) and shifts (N, 2) for PSFs (N, K, K) with ``design``
+    (N, M) monomials: returns both and the final sum of squared differences."""
+    polynomials = torch.tensor(polynomials, dtype=torch.float64, requires_grad=True)
+    shifts = torch.tensor(shifts, dtype=torch.float64, requires_grad=True)
+    optimiser = lbfgs([polynomials, shifts], iterations)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = ((pupil.psfs(design @ polynomials, shifts) - target) ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        loss = float(((pupil.psfs(design @ polynomials, shifts) - target) ** 2).sum())
+    return polynomials.detach().numpy(), shifts.detach().numpy(), loss
+
+
+def _grown_start(
+    pupil: PupilFit, target: torch.Tensor, positions: np.ndarray, degree: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Polynomials (M, 6) and shifts (N, 2) grown from the centre outward (see the module
+    docstring): each stage fits the beads within its radius (at least ``_STAGE_BEADS``,
+    the nearest ones) at its degree, from the previous stage's result."""
+    from coordgate.optics.calibration.pupil import DEFOCUS_STARTS
+
+    radius = np.hypot(*positions.T)
+    terms = monomials(positions[:1], degree).shape[1]
+    shifts = np.zeros((len(positions), 2))
+    polynomials = None
+    for reach, stage_degree in GROWTH:
+        stage_degree = min(stage_degree, degree)
+        size = monomials(positions[:1], stage_degree).shape[1]
+        count = max((radius <= reach).sum(), _STAGE_BEADS, 2 * size)
+        chosen = np.argsort(radius)[:count]
+        design = torch.from_numpy(monomials(positions[chosen], stage_degree))
+        if polynomials is None:
+            # The first stage: constant aberrations, from each defocus start.
+            starts = []
+            for defocus in DEFOCUS_STARTS:
+                start = np.zeros((size, len(ABERRATIONS)))
+                start[0, list(ABERRATIONS).index("defocus")] = defocus
+                starts.append(start)
+        else:
+            starts = [np.pad(polynomials, ((0, size - len(polynomials)), (0, 0)))[:size]]
+        fits = [
+            _least_squares(pupil, target[chosen], design, start, shifts[chosen], _STAGE_ITERATIONS)
+            for start in starts
+        ]
+        polynomials, stage_shifts, _ = min(fits, key=lambda fit: fit[2])
+        shifts[chosen] = stage_shifts
+    return np.pad(polynomials, ((0, terms - len(polynomials)), (0, 0))), shifts
+
+
 def fit_pupil_field(
     psfs: np.ndarray,
     positions: np.ndarray,
@@ -142,8 +234,9 @@ def fit_pupil_field(
     """Fit the pupil field to PSFs (N, K, K) at normalised positions (N, 2) (y, x).
 
     anchors (A, 2), anchor_coefficients (A, len(ABERRATIONS)): single-PSF pupil fits
-    the polynomials start from (even terms up to the twin sign). Returns the field and
-    each PSF's fitted shift (N, 2) px: PSF ``i``'s chief ray is at its centre plus it.
+    the anchor start is made of (even terms up to the twin sign); the grown start is the
+    other (see the module docstring). Returns the field and each PSF's fitted shift
+    (N, 2) px: PSF ``i``'s chief ray is at its centre plus it.
     """
     check_pupil_scale(pupil_scale)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
@@ -156,29 +249,29 @@ def fit_pupil_field(
             f"a degree-{degree} pupil field needs at least {design.shape[1]} PSFs, "
             f"got {len(positions)}"
         )
-    start = _signed_start(np.asarray(anchors), np.asarray(anchor_coefficients), degree)
-    polynomials = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    shifts = torch.zeros(len(target), 2, dtype=torch.float64, requires_grad=True)
     pupil = PupilFit(target.shape[-1], pupil_scale)
-    optimiser = lbfgs([polynomials, shifts], _ITERATIONS)
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = ((pupil.psfs(design @ polynomials, shifts) - target) ** 2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
+    starts = [
+        (
+            _signed_start(np.asarray(anchors), np.asarray(anchor_coefficients), degree),
+            np.zeros((len(target), 2)),
+        ),
+        _grown_start(pupil, target, positions, degree),
+    ]
+    fits = [
+        _least_squares(pupil, target, design, polynomials, shifts, _ITERATIONS)
+        for polynomials, shifts in starts
+    ]
+    polynomials, shifts, _ = min(fits, key=lambda fit: fit[2])
     with torch.no_grad():
-        difference = pupil.psfs(design @ polynomials, shifts) - target
-        residuals = difference.flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)
+        fitted = pupil.psfs(design @ torch.from_numpy(polynomials), torch.from_numpy(shifts))
+        residuals = (fitted - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)
     field = PupilField(
         psf_size=target.shape[-1],
-        polynomials=polynomials.detach().numpy(),
+        polynomials=polynomials,
         positions=positions,
         residuals=residuals.numpy(),
         degree=degree,
         pupil_scale=float(pupil_scale),
         max_extrapolation=float(max_extrapolation),
     )
-    return field, shifts.detach().numpy()
+    return field, shifts
