@@ -34,6 +34,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ import torch
 
 from coordgate.atomic import atomic_write_text
 from coordgate.cli import main as cli
-from coordgate.data.io import write_tiff
+from coordgate.images import write_tiff
 from coordgate.optics import LensField, PSFField
 from coordgate.optics.calibration import calibrate, field_errors, simulate_beads
 
@@ -163,7 +164,7 @@ def end_to_end(frames: int, folder: Path) -> dict:
     """Train CG U-Net(3) on calibrated-field and on true-field pairs; PSNR on true blur."""
     from coordgate.data.pairs import PairDataset, build_pairs
     from coordgate.models import build_model
-    from coordgate.training import CPU_SCHEDULE, TrainConfig, fit
+    from coordgate.training import CPU_SCHEDULE, fit
     from coordgate.training.metrics import psnr
 
     torch.set_num_threads(1)
@@ -183,7 +184,7 @@ def end_to_end(frames: int, folder: Path) -> dict:
     for name, cache in caches.items():
         torch.manual_seed(0)
         model = build_model("cg-unet3", base_channels=8, residual=True)
-        config = TrainConfig(epochs=30, batch_size=16, progress=False, seed=0, **CPU_SCHEDULE)
+        config = replace(CPU_SCHEDULE, epochs=30, progress=False, seed=0)
         train = PairDataset(cache, "train", crop=64, crops_per_frame=4, seed=0)
         result = fit(model, train, PairDataset(cache, "val"), config, folder / "runs" / name)
         model.eval()

@@ -58,7 +58,7 @@ TV_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 CAPS = (10, 25, 50, 100, 200)
 STOPS = (None, 1.0, 0.9, 0.8, 0.7, 0.6)
 BALANCES = tuple(round(10 ** (e / 4), 6) for e in range(-16, 1))
-WIENER_GRIDS = (3, 5)
+WIENER_GRIDS = (5, 9, 13)
 MAX_DEFAULT_CAP = 100
 RULE = (
     "best mean PSNR over the two conditions among rules of at most "

@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.timing import ratios, threads, time_clocks
+from coordgate.optics import PADDINGS
 from coordgate.timing import median_seconds
 
 PSF_SIZE = 31
 OPERATOR_RANK = 8
-PADDINGS = ("zero", "reflect", "replicate", "circular")
 # deepinv's names for our padding modes
 _DEEPINV_PADDING = {
     "zero": "constant",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -82,7 +83,7 @@ def _inference_case(name: str, size: int, bf16: bool):
 
 def _quality(images: int, epochs: int) -> dict:
     from coordgate.data.pairs import PairDataset, build_pairs
-    from coordgate.training import CPU_SCHEDULE, TrainConfig, evaluate, fit
+    from coordgate.training import CPU_SCHEDULE, evaluate, fit
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = build_pairs(f"{tmp}/pairs", n=images, size=64, noise=None, seed=0, progress=False)
@@ -91,8 +92,7 @@ def _quality(images: int, epochs: int) -> dict:
         for label, amp in (("float32", False), ("bf16", True)):
             torch.manual_seed(0)
             model = build_model("cg-unet3", base_channels=8, residual=True)
-            config = TrainConfig(epochs=epochs, batch_size=16, amp=amp, progress=False,
-                                 device="cpu", **CPU_SCHEDULE)  # fmt: skip
+            config = replace(CPU_SCHEDULE, epochs=epochs, amp=amp, progress=False, device="cpu")
             fit(model, train, val, config, f"{tmp}/{label}", model_spec=model.model_spec)
             psnr[label] = evaluate(model, val, amp=False)["psnr"]
             psnr[f"{label}_images"] = len(val)

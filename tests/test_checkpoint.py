@@ -11,7 +11,13 @@ import torch
 from safetensors.torch import save_file
 
 from coordgate.models import build_model
-from coordgate.training import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from coordgate.training import (
+    CheckpointConfig,
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from coordgate.training.checkpoint import (
     load_training_state,
     read_checkpoint_config,
@@ -27,14 +33,14 @@ SPEC = {"name": "cg-unet3", "options": {"base_channels": 2}}
 def saved(tmp_path):
     torch.manual_seed(5)
     model = build_model(SPEC["name"], **SPEC["options"])
-    path = save_checkpoint(tmp_path / "best.safetensors", model, {"model": SPEC, "epoch": 3})
+    path = save_checkpoint(tmp_path / "best.safetensors", model, CheckpointConfig(SPEC, epoch=3))
     return model, path
 
 
 def test_round_trip_rebuilds_the_same_model(saved, tmp_path):
     model, path = saved
     loaded, config = load_checkpoint(path, expect_model="cg-unet3")
-    assert config["epoch"] == 3 and config["model"] == SPEC
+    assert config.epoch == 3 and config.model == SPEC
     assert not loaded.training
     x = torch.rand(2, 1, 12, 20)
     model.eval()
@@ -44,15 +50,15 @@ def test_round_trip_rebuilds_the_same_model(saved, tmp_path):
     )
     # the JSON beside the weights, the run directory and the .json path all resolve
     assert json.loads(path.with_suffix(".json").read_text())["epoch"] == 3
-    assert read_checkpoint_config(tmp_path)["epoch"] == 3
-    assert read_checkpoint_config(path.with_suffix(".json"))["epoch"] == 3
+    assert read_checkpoint_config(tmp_path).epoch == 3
+    assert read_checkpoint_config(path.with_suffix(".json")).epoch == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
 
 
 def test_half_precision_copy_loads_into_a_float_model(saved, tmp_path):
     model, path = saved
     half = save_checkpoint(
-        tmp_path / "half" / "best.safetensors", model, {"model": SPEC}, dtype=torch.float16
+        tmp_path / "half" / "best.safetensors", model, CheckpointConfig(SPEC), dtype=torch.float16
     )
     # tiny model: the JSON metadata is a good part of the file
     assert half.stat().st_size < 0.7 * path.stat().st_size
@@ -82,7 +88,7 @@ def test_checkpoint_of_another_model_is_a_clear_error(saved, tmp_path):
     with pytest.raises(CheckpointError, match="another model"):
         load_weights(other, path)
     # a file whose config names a model its weights do not fit
-    save_checkpoint(tmp_path / "mixed.safetensors", other, {"model": SPEC})
+    save_checkpoint(tmp_path / "mixed.safetensors", other, CheckpointConfig(SPEC))
     with pytest.raises(CheckpointError, match="does not fit model 'cg-unet3'"):
         load_checkpoint(tmp_path / "mixed.safetensors")
 
@@ -100,9 +106,11 @@ def test_foreign_safetensors_and_missing_files(tmp_path):
 def test_unserialisable_config_writes_nothing(tmp_path):
     model = build_model("unet3", base_channels=2)
     with pytest.raises(ValueError, match="JSON"):
-        save_checkpoint(tmp_path / "x.safetensors", model, {"model": SPEC, "bad": object()})
+        save_checkpoint(
+            tmp_path / "x.safetensors", model, CheckpointConfig(SPEC, metrics={"bad": object()})
+        )
     with pytest.raises(ValueError, match=".safetensors"):
-        save_checkpoint(tmp_path / "x.pt", model, {"model": SPEC})
+        save_checkpoint(tmp_path / "x.pt", model, CheckpointConfig(SPEC))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,17 +10,17 @@ import pytest
 import tifffile
 
 from coordgate.cli import main
-from coordgate.data.io import PixelSize, read_pixel_size, write_tiff
 from coordgate.deconvolution import DeconvolutionSettings, deconvolve_frame
+from coordgate.images import PixelSize, read_pixel_size, write_tiff
 from coordgate.optics import MeasuredField, PSFField
-from tests.test_deconvolution import _blurred
+from tests.helpers import sharp_and_blurred
 
 FIELD = PSFField.default(psf_size=11, max_defocus=0.4)
 
 
 @pytest.fixture(scope="module")
 def frame() -> np.ndarray:
-    return _blurred(FIELD, (72, 64))[1]
+    return sharp_and_blurred(FIELD, (72, 64))[1]
 
 
 def _field_file(tmp_path, field=FIELD, name="field") -> str:

@@ -20,7 +20,7 @@ from coordgate.cli import main
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.inference import predict
 from coordgate.models import build_model
-from coordgate.training import load_weights, save_checkpoint
+from coordgate.training import CheckpointConfig, load_weights, save_checkpoint
 
 NORMALISER = PercentileNormalizer(vmin=10.0, vmax=200.0)
 
@@ -28,7 +28,7 @@ NORMALISER = PercentileNormalizer(vmin=10.0, vmax=200.0)
 def checkpoint(tmp_path, name: str = "unet3", **config) -> str:
     torch.manual_seed(2)
     model = build_model(name, base_channels=2)
-    record = {"model": {"name": name, "options": {"base_channels": 2}}, **config}
+    record = CheckpointConfig({"name": name, "options": {"base_channels": 2}}, **config)
     return str(save_checkpoint(tmp_path / "ckpt" / "best.safetensors", model, record))
 
 
@@ -150,16 +150,16 @@ def test_train_resume_evaluate_and_deblur(pair_cache, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "best epoch" in printed and "blurred input: val PSNR" in printed
     assert "dB over the blurred input's" in printed
-    config = json.loads((run / "best.json").read_text())
+    config = CheckpointConfig.from_dict(json.loads((run / "best.json").read_text()))
     # the study's defaults: residual learning and its schedule
-    assert config["model"] == {
+    assert config.model == {
         "name": "cg-unet3",
         "options": {"base_channels": 2, "residual": True},
     }
-    assert config["training"]["schedule"] == "cosine" and config["training"]["warmup_epochs"] == 1
-    assert config["full_size"] == [24, 32] and config["dataset"]["crop"] == [8, 8]
-    assert config["normalisation"]["vmin"] is None  # per-image percentiles
-    assert "psf_field" in config and config["training"]["epochs"] == 2
+    assert config.training["schedule"] == "cosine" and config.training["warmup_epochs"] == 1
+    assert config.full_size == (24, 32) and config.dataset["crop"] == [8, 8]
+    assert config.normalisation["vmin"] is None  # per-image percentiles
+    assert config.psf_field is not None and config.training["epochs"] == 2
 
     assert main(train_args(pair_cache, run, "--epochs", "2")) == 0
     assert "reused" in capsys.readouterr().out
@@ -253,15 +253,27 @@ def test_budgeted_run_killed_and_resumed_is_its_planned_run(pair_cache, tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_train_help_states_the_config_defaults():
-    from coordgate.commands.train import HELP_DEFAULTS
-    from coordgate.training import CPU_SCHEDULE, TrainConfig
+def test_train_help_states_the_config_defaults(capsys):
+    from dataclasses import replace
 
-    defaults = TrainConfig()
-    assert HELP_DEFAULTS["lr"] == CPU_SCHEDULE["lr"]
-    assert HELP_DEFAULTS["warmup_epochs"] == CPU_SCHEDULE["warmup_epochs"]
-    assert HELP_DEFAULTS["lr_patience"] == defaults.lr_patience
-    assert HELP_DEFAULTS["min_improvement"] == defaults.min_improvement
+    from coordgate.cli import build_parser
+    from coordgate.commands.train import train_config
+    from coordgate.training import CPU_SCHEDULE as defaults
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for stated in (
+        f"--batch-size BATCH_SIZE (default {defaults.batch_size})",
+        f"peak learning rate (default {defaults.lr:g})",
+        f"default {defaults.schedule})",
+        f"linear warm-up (default {defaults.warmup_epochs})",
+        f"plateau schedule only (default {defaults.lr_patience})",
+        f"improvement (default {defaults.min_improvement})",
+    ):
+        assert stated in text
+    args = ["train", "--model", "unet3", "--data", "d", "--out", "o", "--epochs", "5"]
+    assert train_config(build_parser().parse_args(args)) == replace(defaults, epochs=5)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ import torch
 
 from coordgate.cli import main
 from coordgate.experiments import conv1d
-from coordgate.experiments._conv1d_report import claims, judge, rejudge, write_outputs
+from coordgate.experiments._conv1d_claims import claims, judge
+from coordgate.experiments._conv1d_report import rejudge, write_outputs
 from coordgate.experiments._varying_conv1d import (
     effective_matrix,
     make_dataset,
@@ -22,6 +23,7 @@ from coordgate.experiments._varying_conv1d import (
 from coordgate.models.cnn1d import build_from_label, parse_label
 from coordgate.training import TrainingResult
 from coordgate.training.in_memory import fit_tensors
+from coordgate.training.stopping import NonFiniteLossError
 
 # ---------------------------------------------------------------------------- H and data
 
@@ -103,7 +105,7 @@ def test_fit_tensors_learns_and_is_reproducible():
     assert fit.best_val_loss == min(h["val_loss"] for h in fit.history)
     torch.testing.assert_close(model.state_dict(), fit.best_state)
     torch.testing.assert_close(model.state_dict(), model2.state_dict())
-    assert fit.stop_reason == "max_epochs" and len(fit.history) == 15
+    assert fit.stop_reason == "epochs" and len(fit.history) == 15
 
 
 def test_fit_tensors_halves_the_learning_rate_and_stops_on_a_plateau():
@@ -119,7 +121,7 @@ def test_fit_tensors_halves_the_learning_rate_and_stops_on_a_plateau():
         early_stopping_patience=6,
         lr_patience=2,
     )
-    assert fit.stop_reason == "plateau" and len(fit.history) < 500
+    assert fit.stop_reason == "early_stopping" and len(fit.history) < 500
     rates = [h["lr"] for h in fit.history]
     assert rates[0] == 0.05 and min(rates) <= 0.025
     assert all(b in (a, a / 2) for a, b in zip(rates, rates[1:]))
@@ -129,8 +131,10 @@ def test_fit_tensors_stops_on_non_finite_loss_and_keeps_the_best_weights():
     train, val = _linear_problem()
     model = build_from_label("CNN(1,3,1)")
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    fit = fit_tensors(model, train, val, epochs=5, loss_fn=lambda p, t: (p - t).sum() / 0)
-    assert fit.stop_reason == "non-finite" and len(fit.history) == 1
+    with pytest.raises(NonFiniteLossError, match="epoch 1 validation") as caught:
+        fit_tensors(model, train, val, epochs=5, loss_fn=lambda p, t: (p - t).sum() / 0)
+    fit = caught.value.result
+    assert fit.stop_reason == "non_finite" and len(fit.history) == 1
     torch.testing.assert_close(model.state_dict(), start)
 
 
@@ -141,7 +145,7 @@ def test_fit_tensors_speaks_fits_vocabulary():
         model, train, val, lr=0.05, batch_size=64, epochs=12, early_stopping_patience=None
     )
     assert isinstance(fit, TrainingResult) and fit.out_dir is None
-    assert fit.stop_reason == "max_epochs" and len(fit.history) == 12
+    assert fit.stop_reason == "epochs" and len(fit.history) == 12
     assert fit.best["val_loss"] == fit.best_val_loss and fit.cpu_time_s > 0
     assert fit.train_time_s == fit.history[-1]["elapsed_s"] > 0
 

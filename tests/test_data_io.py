@@ -10,7 +10,9 @@ import tifffile
 import torch
 from PIL import Image
 
-from coordgate.data.io import (
+from coordgate.data.normalization import PercentileNormalizer
+from coordgate.data.samples import SAMPLES, sample_image, sample_images
+from coordgate.images import (
     PixelSize,
     frame_info,
     montage,
@@ -20,8 +22,6 @@ from coordgate.data.io import (
     write_png_preview,
     write_tiff,
 )
-from coordgate.data.normalization import PercentileNormalizer
-from coordgate.data.samples import SAMPLES, sample_image, sample_images
 
 RNG = np.random.default_rng(0)
 

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from coordgate.experiments._deblur_claims import compare, deblur_claims
+from coordgate.claims import combine_verdicts, compare
+from coordgate.experiments._deblur_claims import deblur_claims
 
 
 def _row(name: str, seeds: list[list[float]], params: int = 1000) -> dict:
@@ -20,6 +21,7 @@ def _row(name: str, seeds: list[list[float]], params: int = 1000) -> dict:
         "centre_psnr_frames": seeds,
         "real_psnr_frames": seeds,
         "real_inner_psnr_frames": seeds,
+        "val_psnr": [mean - 1, mean],
     }
 
 
@@ -66,6 +68,21 @@ def test_seeds_that_disagree_in_sign_are_within_noise():
     assert comparison.verdict == "within noise"
 
 
+@pytest.mark.parametrize(
+    ("verdicts", "combined"),
+    [
+        (["supported", "supported"], "supported"),
+        (["partly supported", "partly supported"], "partly supported"),
+        (["within noise", "within noise"], "within noise"),
+        (["supported", "within noise"], "partly supported"),
+        (["partly supported", "not supported"], "partly supported"),
+        (["not supported", "within noise"], "not supported"),
+    ],
+)
+def test_one_combiner_for_every_study(verdicts, combined):
+    assert combine_verdicts(verdicts) == combined
+
+
 def test_claims_cover_the_paper_and_say_what_is_missing():
     results = {
         "models": [
@@ -98,6 +115,15 @@ def test_network_against_care_and_classical_deconvolution():
         claims["(ours) CG U-Net(3) beats CARE's configuration at equal budget"].verdict
         == "supported"
     )
+    # judged with the network that is best on the val split, CG U-Net(3) shown beside
+    better_care = _row("care-unet", [_frames(32.5)] * 3, params=334_000)
+    claims = {c.title: c for c in deblur_claims({"models": [network, rl, wiener, better_care]})}
+    classical = claims[
+        "(ours) a trained network beats classical SV deconvolution with the true PSF field"
+    ]
+    assert classical.verdict == "supported"
+    assert "best network on the val split: care-unet" in classical.evidence
+    assert "cg-unet3 − sv-rl: Δ = -0.50" in classical.evidence
     claims = {c.title: c.verdict for c in deblur_claims({"models": [network, care]})}
     assert (
         claims["(ours) a trained network beats classical SV deconvolution with the true PSF field"]

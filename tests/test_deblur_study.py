@@ -11,8 +11,9 @@ from coordgate.experiments.deblur import PRESETS, deblur_claims, run_study
 from coordgate.training import load_checkpoint
 
 TINY = replace(
-    PRESETS["quick"], frame=32, images=20, base_channels=2, epochs=2, batch_size=4,
-    models=("unet3", "cg-unet3"), time_budget_s=None, headline_seeds=2, rl_max_iterations=3,
+    PRESETS["quick"].with_training(epochs=2, batch_size=4, time_budget_s=None), frame=32,
+    images=20, base_channels=2, models=("unet3", "cg-unet3"), headline_seeds=2,
+    rl_max_iterations=3,
 )  # fmt: skip
 
 
@@ -73,8 +74,8 @@ def test_outputs_and_results_shape(study):
     # the shared checkpoints: half precision, loadable, of the first seed's best epoch
     for name in ("unet3", "cg-unet3"):
         model, config = load_checkpoint(out / "checkpoints" / f"{name}.safetensors")
-        assert config["model"]["name"] == name and config["seed"] == 0
-        assert config["normalisation"]["low"] == 1.0  # coordgate deblur needs no flag
+        assert config.model["name"] == name and config.seed == 0
+        assert config.normalisation["low"] == 1.0  # coordgate deblur needs no flag
     assert all(c["rule"] and c["verdict"] for c in saved["claims"])
 
 
@@ -101,7 +102,7 @@ def test_rerun_reuses_trained_models(study):
 
 
 def test_budget_tiers_halving_test_and_resuming_from_records_alone(tmp_path):
-    tiers = replace(TINY, models=("unet4", "cg-unet3"), epochs=1, headline_epochs=2,
+    tiers = replace(TINY.with_training(epochs=1), models=("unet4", "cg-unet3"), headline_epochs=2,
                     budget_test=("cg-unet3",), headline_seeds=1, classical=())  # fmt: skip
     results = run_study(tiers, tmp_path, progress=False)
     other, headline = results["models"]
@@ -132,14 +133,14 @@ def test_budget_tiers_halving_test_and_resuming_from_records_alone(tmp_path):
     assert "Halving test not run yet" in (tmp_path / "report.md").read_text()
     # a record of other training options is refused, not reused
     with pytest.raises(ValueError, match="scored for another run"):
-        run_study(replace(tiers, lr=1e-2), tmp_path, progress=False)
+        run_study(tiers.with_training(lr=1e-2), tmp_path, progress=False)
 
 
 def test_sensor_regime_trains_on_crops_and_evaluates_whole_frames(tmp_path):
     sensor = replace(
-        PRESETS["sensor"], frame=64, crop=32, crops_per_frame=2, images=10, base_channels=2,
-        epochs=1, batch_size=4, models=("cg-unet3",), headline_seeds=1, time_budget_s=None,
-        classical=(), headline_epochs=None, budget_test=(),
+        PRESETS["sensor"].with_training(epochs=1, batch_size=4, time_budget_s=None), frame=64,
+        crop=32, crops_per_frame=2, images=10, base_channels=2, models=("cg-unet3",),
+        headline_seeds=1, classical=(), headline_epochs=None, budget_test=(),
     )  # fmt: skip
     results = run_study(sensor, tmp_path, progress=False)
     (row,) = results["models"]

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from coordgate.data.pairs import NoiseModel
-from coordgate.data.synthetic import synthetic_microscopy
 from coordgate.deconvolution import (
     DEFAULT_BALANCE,
     DEFAULT_ITERATIONS,
@@ -24,21 +22,12 @@ from coordgate.deconvolution import (
     deconvolve_frame,
     field_frame,
 )
-from coordgate.optics import MeasuredField, PSFField, SpatiallyVaryingBlur
+from coordgate.optics import MeasuredField, PSFField
 from coordgate.training.metrics import psnr
+from tests.helpers import sharp_and_blurred
 
 SIZE = (96, 84)
 DEFAULTS = Path(__file__).resolve().parent.parent / "benchmarks/results/deconvolve_defaults.json"
-
-
-def _blurred(field, size=SIZE, noise=True, index=2, **frame):
-    """(sharp, blurred) (H, W) numpy frames: synthetic microscopy through the field's exact
-    operator, with the NoiseModel default noise unless ``noise`` is False."""
-    sharp = synthetic_microscopy([index], size, seed=4)
-    blurred = SpatiallyVaryingBlur(field, size, padding="reflect", **frame).A(sharp)
-    if noise:
-        blurred = NoiseModel().apply(blurred.clamp_min(0), torch.Generator().manual_seed(0))
-    return sharp[0, 0].numpy(), blurred[0, 0].numpy()
 
 
 def _psnr(x: np.ndarray, sharp: np.ndarray) -> float:
@@ -52,7 +41,7 @@ def lens() -> PSFField:
 
 @pytest.fixture(scope="module")
 def noisy(lens):
-    return _blurred(lens)
+    return sharp_and_blurred(lens)
 
 
 def test_the_defaults_are_the_studys_choice():
@@ -79,7 +68,7 @@ def test_richardson_lucy_with_the_true_field_raises_psnr(lens, noisy):
 
 
 def test_without_noise_richardson_lucy_is_hardly_regularised_and_gains_more(lens):
-    sharp, blurred = _blurred(lens, noise=False)
+    sharp, blurred = sharp_and_blurred(lens, noise=False)
     result = deconvolve_frame(blurred, lens, DeconvolutionSettings())
     assert result.tv < 1e-3
     assert _psnr(result.image, sharp) > _psnr(blurred, sharp) + 4
@@ -119,7 +108,7 @@ def test_the_discrepancy_stop_keeps_plain_richardson_lucy_from_the_noise(lens, n
 def test_tiled_richardson_lucy_equals_the_whole_frame(frame):
     field = PSFField.default(psf_size=11, max_defocus=0.4)
     size = (131, 117)
-    sharp, blurred = _blurred(field, size, **frame)
+    sharp, blurred = sharp_and_blurred(field, size, **frame)
     whole, tiled = (
         deconvolve_frame(blurred, field, DeconvolutionSettings(tile=tile), **frame)
         for tile in (None, 40)
@@ -131,7 +120,7 @@ def test_tiled_richardson_lucy_equals_the_whole_frame(frame):
 
 
 def test_the_origin_places_the_frame_on_the_sensor(lens):
-    sensor_sharp, sensor = _blurred(lens, (160, 140))
+    sensor_sharp, sensor = sharp_and_blurred(lens, (160, 140))
     crop = sensor[40:136, 30:114]
     settings = DeconvolutionSettings(iterations=30)
     placed = deconvolve_frame(crop, lens, settings, origin=(40, 30), full_size=(160, 140))

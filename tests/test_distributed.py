@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from coordgate.models import build_model
     from coordgate.training import TrainConfig, fit
-    from tests.test_training import PairSet
+    from tests.helpers import PairSet
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def test_two_gloo_processes_train_one_model(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())["history"]
     assert [row["train_loss"] for row in metrics] == losses
     model, config = load_checkpoint(out, expect_model="unet3")
-    assert config["epoch"] == min(metrics, key=lambda row: row["val_loss"])["epoch"]
+    assert config.epoch == min(metrics, key=lambda row: row["val_loss"])["epoch"]
     assert (out / "finished.json").is_file()
     assert not list(out.glob(".*.tmp*"))
 

@@ -14,7 +14,7 @@ MODULES = {
     "coordgate.optics.blur": 5,
     "coordgate.optics.noise": 3,
     "coordgate.optics.restoration": 6,
-    "coordgate.data.io": 1,
+    "coordgate.images": 1,
     "coordgate.layers.gate": 4,
     "coordgate.layers.conv": 3,
     "coordgate.layers.coordconv": 3,
@@ -23,6 +23,10 @@ MODULES = {
     "coordgate.layers.frozen": 4,
     "coordgate.export.deblurrer": 3,
     "coordgate.training.fit": 1,
+    "coordgate.training.stopping": 3,
+    "coordgate.training.checkpoint": 2,
+    "coordgate.devices": 1,
+    "coordgate.deblurring": 4,
 }
 
 

@@ -19,7 +19,7 @@ from coordgate.export import FrameDeblurrer, PercentileBounds, export_onnx, expo
 from coordgate.layers import CoordGate
 from coordgate.layers.frozen import FrozenGate, freeze_gates
 from coordgate.models import build_model
-from coordgate.training import save_checkpoint
+from coordgate.training import CheckpointConfig, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = sorted(ROOT.glob("results/*/checkpoints/*.safetensors"))
@@ -33,9 +33,11 @@ def tiny_checkpoint(tmp_path, name: str, normalisation: PercentileNormalizer | N
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.03 * torch.randn_like(p))
-    config = {"model": model.model_spec, "full_size": list(SENSOR)}
-    if normalisation is not None:
-        config["normalisation"] = normalisation.to_dict()
+    config = CheckpointConfig(
+        model.model_spec,
+        full_size=SENSOR,
+        normalisation=None if normalisation is None else normalisation.to_dict(),
+    )
     return str(save_checkpoint(tmp_path / f"{name}.safetensors", model, config))
 
 
@@ -56,7 +58,7 @@ def frame_of(checkpoint: str, seed: int = 0) -> np.ndarray:
     """A raw frame of the checkpoint's sensor size, far from the [0, 1] range."""
     from coordgate.training import read_checkpoint_config
 
-    size = read_checkpoint_config(checkpoint)["full_size"]
+    size = read_checkpoint_config(checkpoint).full_size
     return (np.random.default_rng(seed).random(size) * 300 + 20).astype(np.float32)
 
 
@@ -239,7 +241,9 @@ def test_a_reference_checkpoint_exports_in_every_format(tmp_path):
     for format, (suffix, run) in RUNNERS.items():
         out = tmp_path / f"reference{suffix}"
         assert main(["export", reference, "--format", format, "-o", str(out)]) == 0
-        assert np.abs(run(out, frame) - expected).max() < 1e-4
+        # raw units: outputs reach ~1e3, where float32's own step is ~6e-5; so 1e-5 of the
+        # output's range (measured: 1.4e-6 of it for ONNX)
+        assert np.abs(run(out, frame) - expected).max() < 1e-5 * np.ptp(expected)
     _require_bioimageio()
     out = tmp_path / "reference.zip"
     assert main(["export", reference, "--format", "bioimageio", "-o", str(out)]) == 0

@@ -9,16 +9,9 @@ from coordgate import (
     LocallyConnected,
     PixelAdaptiveConv,
 )
+from tests.helpers import randomise
 
 SIZES = {1: (37,), 2: (37, 31), 3: (7, 5, 6)}
-
-
-def randomise(module: torch.nn.Module) -> torch.nn.Module:
-    """Move a layer away from its identity initialisation so tests can see the gate."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return module
 
 
 @pytest.mark.parametrize("mode", ["mlp", "lowres", "map"])

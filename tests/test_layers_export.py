@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from coordgate import CoordGateConv
-
-from .test_layers import randomise
+from tests.helpers import randomise
 
 
 class TinyNet(nn.Module):

@@ -5,14 +5,14 @@ from dataclasses import replace
 
 import pytest
 
+from coordgate.claims import combine_verdicts, comparison
 from coordgate.cli import main
 from coordgate.experiments import lenses
 from coordgate.experiments._lenses_report import advice
-from coordgate.report import VERDICTS
 
 TINY = replace(
-    lenses.PRESETS["quick"], frame=64, crop=32, images=10, base_channels=2, epochs=1,
-    batch_size=4, crops_per_frame=1, seeds=1, headline_seeds=1, rl_max_iterations=2,
+    lenses.PRESETS["quick"].with_training(epochs=1, batch_size=4), frame=64, crop=32,
+    images=10, base_channels=2, crops_per_frame=1, seeds=1, headline_seeds=1, rl_max_iterations=2,
 )  # fmt: skip
 
 
@@ -27,13 +27,28 @@ def test_every_lens_trains_every_model_and_the_outputs_follow(tmp_path):
     assert results["lenses"][1]["psf_field"]["tilt"] == lenses.LENSES["tilted"].aberrations["tilt"]
     assert results["lenses"][0]["blurred_input"] != results["lenses"][1]["blurred_input"]
     stored = json.loads((tmp_path / "results.json").read_text())
-    assert len(stored["claims"]) == 5
-    assert all(c["verdict"] in VERDICTS and c["rule"] for c in stored["claims"])
+    assert len(stored["claims"]) == 5 and all(c["rule"] for c in stored["claims"])
+    for lens in stored["lenses"]:
+        assert [c["verdict"] for c in lens["comparisons"]] == [
+            _paired_verdict(c) for c in lens["comparisons"]
+        ]
+    gains = [comparison(lens, "cg-unet3", "unet3")["verdict"] for lens in stored["lenses"]]
+    assert stored["claims"][0]["verdict"] == combine_verdicts(gains)
     report = (tmp_path / "report.md").read_text()
     assert "When to choose a CG U-Net" in report and "**tilted.**" in report
     assert (tmp_path / "lenses.png").stat().st_size > 0
     # no checkpoints are exported for the lens study
     assert not (tmp_path / "defocus" / "checkpoints").exists()
+
+
+def _paired_verdict(row: dict) -> str:
+    """'a beats b' from a stored comparison's numbers: Δ beyond ±2u, every seed agreeing."""
+    agree = len({d > 0 for d in row["seed_deltas"]}) == 1
+    if agree and row["delta"] > 2 * row["uncertainty"]:
+        return "supported"
+    if agree and row["delta"] < -2 * row["uncertainty"]:
+        return "not supported"
+    return "within noise"
 
 
 def test_unknown_lens_is_a_clean_error(tmp_path, capsys):

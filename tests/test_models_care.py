@@ -8,7 +8,7 @@ import torch
 from coordgate.cli import main
 from coordgate.models import build_model, check_deblurring_model, count_parameters
 from coordgate.training import TrainConfig, fit
-from tests.test_training import PairSet
+from tests.helpers import PairSet
 
 
 def test_care_unet_has_cares_configuration():

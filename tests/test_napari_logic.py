@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 
-from coordgate.cli import main
-from coordgate.data.normalization import PercentileNormalizer
 from coordgate.inference import predict
 from coordgate.models import build_model
 from coordgate.napari.deblur import (
@@ -37,43 +34,7 @@ from coordgate.napari.layers import (
 )
 from coordgate.napari.simulate import blur_stack, load_field
 from coordgate.optics import PSFField, SpatiallyVaryingBlur
-from coordgate.training import save_checkpoint
-
-NORMALISER = PercentileNormalizer(vmin=0.1, vmax=0.9)
-
-
-def save_tiny(
-    path, name="cg-unet3", full_size=(64, 64), normalisation=NORMALISER, base_channels=2
-) -> str:
-    """A checkpoint of a tiny model, its gates away from identity as after training."""
-    torch.manual_seed(3)
-    model = build_model(name, base_channels=base_channels)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    options = {"base_channels": base_channels}
-    config = {"model": {"name": name, "options": options}, "full_size": list(full_size)}
-    if normalisation is not None:
-        config["normalisation"] = normalisation.to_dict()
-    return str(save_checkpoint(path / "ckpt" / f"{name}.safetensors", model, config))
-
-
-def cli_deblur(tmp_path, checkpoint: str, image: np.ndarray, *options: str) -> np.ndarray:
-    source = tmp_path / "input.tif"
-    tifffile.imwrite(source, image)
-    out = tmp_path / "cli"
-    assert main(["deblur", "--checkpoint", checkpoint, str(source), "-o", str(out), *options]) == 0
-    return tifffile.imread(out / "input.tif")
-
-
-def cli_deconvolve(tmp_path, field: str, image: np.ndarray, *options: str) -> np.ndarray:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    source = tmp_path / "input.tif"
-    tifffile.imwrite(source, image)
-    out = tmp_path / "cli"
-    args = ["deconvolve", str(source), "--psf-field", field, "-o", str(out), *options]
-    assert main(args) == 0
-    return tifffile.imread(out / "input.tif")
+from tests.helpers import cli_deblur, cli_deconvolve, lens_frames, save_tiny
 
 
 def test_pixel_origin_is_translate_over_scale_on_the_image_plane():
@@ -375,19 +336,10 @@ def test_bead_sample_is_a_calibration_test_case():
     assert image.shape == (512, 512) and kind == "image" and "beads" in kwargs["name"]
 
 
-def _lens_frames(shape, seed=9) -> np.ndarray:
-    """Frames (..., H, W) of the default lens at the default noise, as a layer holds them."""
-    from tests.test_deconvolution import _blurred
-
-    count = int(np.prod(shape[:-2], dtype=int))
-    frames = [_blurred(PSFField.default(), shape[-2:], index=seed + i)[1] for i in range(count)]
-    return np.stack(frames).reshape(shape)
-
-
 def test_deconvolve_equals_the_command_line(tmp_path):
     from coordgate.deconvolution import DeconvolutionSettings
 
-    image = _lens_frames((64, 56))
+    image = lens_frames((64, 56))
     result, used, summaries = deconvolve_stack(image, PSFField.default(), DeconvolutionSettings())
     assert result.shape == image.shape and result.dtype == np.float32 and used is None
     assert summaries[0]["iterations"] == 100 and "residual" in summaries[0]["description"]
@@ -398,7 +350,7 @@ def test_deconvolve_equals_the_command_line(tmp_path):
 def test_deconvolve_equals_the_command_line_on_a_crop_and_a_stack(tmp_path):
     from coordgate.deconvolution import DeconvolutionSettings
 
-    stack = _lens_frames((2, 1, 48, 40))
+    stack = lens_frames((2, 1, 48, 40))
     settings = DeconvolutionSettings(iterations=20, tile=42)
     result, used, _ = deconvolve_stack(
         stack, PSFField.default(), settings, origin=(10, 20), full_size=(128, 96)
@@ -419,7 +371,7 @@ def test_deconvolve_equals_the_command_line_on_a_crop_and_a_stack(tmp_path):
 def test_deconvolve_progress_counts_iterations_over_all_frames():
     from coordgate.deconvolution import DeconvolutionSettings
 
-    stack = _lens_frames((2, 48, 40))
+    stack = lens_frames((2, 48, 40))
     seen = []
     settings = DeconvolutionSettings(iterations=3)
     deconvolve_stack(stack, PSFField.default(), settings, progress=lambda *a: seen.append(a))

@@ -45,14 +45,14 @@ def _tiny_checkpoint(directory: Path) -> str:
     import torch
 
     from coordgate.models import build_model
-    from coordgate.training import save_checkpoint
+    from coordgate.training import CheckpointConfig, save_checkpoint
 
     torch.manual_seed(0)
     model = build_model("cg-unet3", base_channels=4)
-    config = {
-        "model": {"name": "cg-unet3", "options": {"base_channels": 4}},
-        "normalisation": {"low": 1.0, "high": 99.8, "vmin": None, "vmax": None},
-    }
+    config = CheckpointConfig(
+        {"name": "cg-unet3", "options": {"base_channels": 4}},
+        normalisation={"low": 1.0, "high": 99.8, "vmin": None, "vmax": None},
+    )
     return str(save_checkpoint(directory / "tiny.safetensors", model, config))
 
 
@@ -98,7 +98,7 @@ def test_deconvolve_in_a_real_viewer(tmp_path):
     import torch
 
     from coordgate.training.metrics import psnr
-    from tests.test_napari_logic import cli_deconvolve
+    from tests.helpers import cli_deconvolve
 
     report = _child("--deconvolve", str(tmp_path))
     assert report["status"].startswith(f"done: {SAMPLE} deconvolved; Richardson-Lucy")

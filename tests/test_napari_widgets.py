@@ -21,7 +21,7 @@ from coordgate.napari.fields import read_psf_field
 from coordgate.napari.layers import SENSOR_SIZE
 from coordgate.napari.simulate import blur_stack, load_field
 from coordgate.optics import PSFField
-from tests.test_napari_logic import _lens_frames, cli_deblur, cli_deconvolve, save_tiny
+from tests.helpers import cli_deblur, cli_deconvolve, lens_frames, save_tiny
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before pytest-qt creates the QApplication
 if os.environ.get("COORDGATE_REQUIRE_NAPARI") != "1":
@@ -383,7 +383,7 @@ def test_export_widget_follows_the_format(viewer, qtbot, tmp_path):
 
 
 def test_deconvolve_widget_equals_the_command_line(viewer, qtbot, tmp_path):
-    image = _lens_frames((64, 56))
+    image = lens_frames((64, 56))
     layer = viewer.add_image(image, name="frame", scale=(0.5, 0.5), translate=(3, 4))
     widget = widgets.DeconvolveWidget(viewer)
     qtbot.addWidget(widget.native)
@@ -419,7 +419,7 @@ def test_deconvolve_offers_a_field_a_layer_names(viewer, qtbot, tmp_path):
     widget.field.value = str(path)
     widget.method.value = "wiener"
     assert widget.balance.enabled and not widget.iterations.enabled
-    image = _lens_frames((48, 40))
+    image = lens_frames((48, 40))
     widget.image.value = viewer.add_image(image, name="frame")
     widget.run()
     finish(qtbot, widget)
@@ -435,7 +435,7 @@ def test_deconvolve_can_be_cancelled(viewer, qtbot, monkeypatch):
     monkeypatch.setattr(widgets, "deconvolve_stack", held)
     widget = widgets.DeconvolveWidget(viewer)
     qtbot.addWidget(widget.native)
-    widget.image.value = viewer.add_image(_lens_frames((48, 40)), name="frame")
+    widget.image.value = viewer.add_image(lens_frames((48, 40)), name="frame")
     widget.run()
     assert widget.running and widget.cancel_button.enabled and not widget.run_button.enabled
     qtbot.waitUntil(first_report.is_set, timeout=WAIT_MS)

@@ -4,7 +4,11 @@ import torch.nn.functional as F
 
 from coordgate.frames import coordinate_grid
 from coordgate.optics import (
+    METHODS,
     PADDINGS,
+    ExactBlur,
+    FieldBlur,
+    LowRankBlur,
     MeasuredField,
     PSFField,
     ShiftInvariantBlur,
@@ -200,6 +204,20 @@ def test_dtype_and_device_follow_the_input(lens, device):
     exact = SpatiallyVaryingBlur(lens, SIZE).to(device)
     out = exact.A_T(torch.ones(1, 1, *SIZE, device=device))
     assert out.device.type == device.type and out.dtype == torch.float32
+
+
+def test_the_factory_builds_one_operator_class_per_method(lens):
+    exact = SpatiallyVaryingBlur(lens, SIZE, grid_size=3, padding="reflect")
+    lowrank = SpatiallyVaryingBlur(lens, SIZE, method="lowrank", rank=2, grid_size=3)
+    assert type(exact) is ExactBlur and (exact.method, exact.rank) == ("exact", None)
+    assert type(lowrank) is LowRankBlur and (lowrank.method, lowrank.rank) == ("lowrank", 2)
+    assert isinstance(exact, FieldBlur) and exact.padding == "reflect"
+    assert {cls.method for cls in (ExactBlur, LowRankBlur)} == set(METHODS)
+    x = torch.rand(1, 1, *SIZE)
+    direct = LowRankBlur(lens, SIZE, rank=2, grid_size=3)
+    torch.testing.assert_close(direct.A(x), lowrank.A(x), atol=0, rtol=0)
+    with pytest.raises(TypeError, match="chunk_bytes"):  # the low-rank operator has no chunks
+        SpatiallyVaryingBlur(lens, SIZE, method="lowrank", chunk_bytes=1)
 
 
 def test_repr_tells_the_configuration(lens):

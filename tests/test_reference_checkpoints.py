@@ -1,7 +1,9 @@
 """The reference checkpoints committed under ``results/<study>/checkpoints``: every one
-loads, records what ``coordgate deblur`` needs, and deblurs frames of its study's lens
-better than the blurred input; the napari Deblur widget offers them by name."""
+loads, records what ``coordgate deblur`` needs, deblurs frames of its study's lens
+better than the blurred input and a fixed frame as it did when it was committed
+(``tests/data/reference_deblur.json``); the napari Deblur widget offers them by name."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,16 +11,17 @@ import pytest
 import torch
 
 from coordgate.data.pairs import build_pairs
-from coordgate.deblurring import deblur_frame, normaliser_for_config, sensor_frame
+from coordgate.deblurring import Deblurrer
 from coordgate.napari.deblur import reference_checkpoints
 from coordgate.optics import PSFField
-from coordgate.training import load_checkpoint
 from coordgate.training.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What the README promises, per study (seed 0 of each study's shared models).
 SHIPPED = {"cpu": ("unet3", "unet6", "cg-unet3", "cg-unet6", "care-unet")}
 PATHS = sorted(ROOT.glob("results/*/checkpoints/*.safetensors"))
+#: Each one's deblurring of a fixed frame when it was committed: mean, std and every 8th pixel.
+DEBLURRED = json.loads((ROOT / "tests" / "data" / "reference_deblur.json").read_text())
 
 
 def test_the_promised_checkpoints_are_committed_and_offered_by_name():
@@ -31,25 +34,22 @@ def test_the_promised_checkpoints_are_committed_and_offered_by_name():
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
 def test_reference_checkpoint_deblurs_frames_of_its_lens(path, tmp_path):
-    model, config = load_checkpoint(path)
-    assert config["normalisation"] and config["full_size"] and config["model"]["name"]
-    dataset = config["dataset"]
+    deblurrer = Deblurrer.from_checkpoint(path, device="cpu")  # `coordgate deblur`'s defaults
+    config = deblurrer.config
+    assert config.normalisation and config.full_size and config.model["name"]
     pairs = build_pairs(
         tmp_path / "pairs",
         source="synthetic",
         n=3,
-        size=tuple(config["full_size"]),
-        field=PSFField.from_config(dataset["field"]),
+        size=config.full_size,
+        field=PSFField.from_config(config.dataset["field"]),
         noise=None,
         seed=12345,  # frames the checkpoint never saw
         progress=False,
     )
-    normaliser_for = normaliser_for_config(config)  # what `coordgate deblur` uses by default
     gains = []
     for blurred, sharp in zip(pairs.array("blurred"), pairs.array("sharp"), strict=True):
-        origin, full_size = sensor_frame(model, config, blurred.shape)
-        restored = deblur_frame(model, blurred, normaliser_for(blurred), origin=origin,
-                                full_size=full_size)  # fmt: skip
+        restored = deblurrer.deblur(blurred)
         assert restored.shape == blurred.shape and np.isfinite(restored).all()
         sharp_t = torch.from_numpy(np.array(sharp))
         gains.append(
@@ -59,3 +59,19 @@ def test_reference_checkpoint_deblurs_frames_of_its_lens(path, tmp_path):
             )
         )
     assert np.mean(gains) > 1.0, gains
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_reference_checkpoint_deblurs_as_when_committed(path):
+    deblurrer = Deblurrer.from_checkpoint(path, device="cpu")
+    size = deblurrer.config.full_size
+    frame = (np.random.default_rng(0).random(size) * 300 + 20).astype(np.float32)
+    restored = deblurrer.deblur(frame)
+    expected = DEBLURRED[str(path.relative_to(ROOT))]
+    assert restored.mean() == pytest.approx(expected["mean"], rel=1e-5)
+    assert restored.std() == pytest.approx(expected["std"], rel=1e-5)
+    np.testing.assert_allclose(restored[::8, ::8], expected["grid"], rtol=1e-5, atol=1e-3)
+
+
+def test_every_committed_checkpoint_has_a_recorded_deblurring():
+    assert sorted(DEBLURRED) == [str(p.relative_to(ROOT)) for p in PATHS]

@@ -15,6 +15,7 @@ from torch import nn
 
 from coordgate.models import build_model
 from coordgate.training import (
+    CheckpointConfig,
     NonFiniteLossError,
     TrainConfig,
     evaluate,
@@ -24,46 +25,10 @@ from coordgate.training import (
     psnr,
     ssim,
 )
+from tests.helpers import PairSet
 
-FRAME = (48, 60)
 SPEC = {"name": "cg-unet3", "options": {"base_channels": 2}}
 PLAIN = {"name": "unet3", "options": {"base_channels": 2}}
-
-
-class PairSet(torch.utils.data.Dataset):
-    """Tiny (blurred, sharp) crops of 12 x 20 pixels from a 48 x 60 sensor frame."""
-
-    def __init__(
-        self, n: int, seed: int, size: tuple[int, int] = (12, 20), augment: bool = False
-    ) -> None:
-        # augment: add noise from the global torch and numpy generators, as random
-        # augmentations do, which a resumed run must draw identically
-        self.augment = augment
-        g = torch.Generator().manual_seed(seed)
-        self.sharp = F.avg_pool2d(torch.rand(n, 1, size[0] + 2, size[1] + 2, generator=g), 3, 1)
-        self.blurred = F.avg_pool2d(self.sharp, 3, 1, padding=1, count_include_pad=False)
-        self.origin = torch.stack(
-            [
-                torch.randint(0, FRAME[0] - size[0] + 1, (n,), generator=g),
-                torch.randint(0, FRAME[1] - size[1] + 1, (n,), generator=g),
-            ],
-            dim=1,
-        )
-
-    def __len__(self) -> int:
-        return len(self.sharp)
-
-    def __getitem__(self, i: int) -> dict:
-        blurred = self.blurred[i]
-        if self.augment:
-            noise = 0.01 * torch.randn(blurred.shape) + float(np.random.uniform(0, 0.01))
-            blurred = blurred + noise
-        return {
-            "blurred": blurred,
-            "sharp": self.sharp[i],
-            "origin": self.origin[i],
-            "full_size": torch.tensor(FRAME),
-        }
 
 
 def quiet(**options) -> TrainConfig:
@@ -138,7 +103,7 @@ def test_fit_writes_checkpoints_metrics_and_improves(tmp_path):
         quiet(epochs=3),
         tmp_path,
         model_spec=SPEC,
-        extra_config={"normalisation": {"low": 0.1, "high": 0.9}},
+        record=CheckpointConfig(SPEC, normalisation={"low": 0.1, "high": 0.9}),
     )
     for name in ("best.safetensors", "best.json", "last.safetensors", "last.json"):
         assert (tmp_path / name).is_file()
@@ -155,9 +120,9 @@ def test_fit_writes_checkpoints_metrics_and_improves(tmp_path):
 
     # on return the model holds the best epoch's weights, which the checkpoint rebuilds
     loaded, config = load_checkpoint(tmp_path, expect_model="cg-unet3")
-    assert config["epoch"] == result.best_epoch and config["kind"] == "best"
-    assert config["normalisation"] == {"low": 0.1, "high": 0.9}
-    assert config["model"] == SPEC and "versions" in config["environment"]
+    assert config.epoch == result.best_epoch and config.kind == "best"
+    assert config.normalisation == {"low": 0.1, "high": 0.9}
+    assert config.model == SPEC and "versions" in config.environment
     after = evaluate(model, val, device="cpu")
     assert after["loss"] == pytest.approx(result.best["val_loss"], rel=1e-6)
     assert evaluate(loaded, val, device="cpu")["loss"] == pytest.approx(after["loss"], rel=1e-6)
@@ -281,7 +246,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert not (tmp_path / "finished.json").exists()
     good = Poisoned(after=0)
     config = load_weights(good, tmp_path / "last.safetensors")
-    assert config["epoch"] == 1 and config["model"] == {"name": None, "options": {}}
+    assert config.epoch == 1 and config.model == {"name": None, "options": {}}
     assert all(torch.isfinite(t).all() for t in good.state_dict().values())
 
 
@@ -460,8 +425,8 @@ def test_fit_rejects_bad_inputs(tmp_path):
         fit(Frozen(), [(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8))], val, quiet(), tmp_path)
     with pytest.raises(ValueError, match="differ from the model"):
         fit(Frozen(), PairSet(2, seed=0), val, quiet(), tmp_path, model_spec=SPEC)
-    with pytest.raises(ValueError, match="reserved"):
-        fit(Frozen(), PairSet(2, seed=0), val, quiet(), tmp_path, extra_config={"model": 1})
+    with pytest.raises(ValueError, match="record must be a CheckpointConfig"):
+        fit(Frozen(), PairSet(2, seed=0), val, quiet(), tmp_path, record={"model": 1})
     with pytest.raises(ValueError, match="device"):
         fit(Frozen(), PairSet(2, seed=0), val, quiet(device="tpu"), tmp_path)
 

@@ -1,46 +1,45 @@
 """Deblur frames with a trained checkpoint, as ``coordgate deblur`` does.
 
-A frame goes through the checkpoint's intensity normalisation, the network (whole, or in
-tiles that carry their sensor coordinates, :func:`coordgate.inference.predict`) and back
-to the input's intensity range. The command line and the napari plugin both call these
-functions, so the same image gives the same result in either.
+A :class:`Deblurrer` is a checkpoint's model on a device with the intensity
+normalisation it chose; each frame goes through that normalisation, the network (whole,
+or in tiles that carry their sensor coordinates, :func:`coordgate.inference.predict`) and
+back to the input's intensity range. ``coordgate deblur``, ``coordgate evaluate``, the
+napari plugin and ``coordgate export`` all load checkpoints through it, so the same
+image gives the same result in each.
 
 >>> import numpy as np
 >>> from coordgate.models import build_model
+>>> from coordgate.data.normalization import PercentileNormalizer
 >>> model = build_model("unet3", base_channels=2)
->>> normaliser_for = normaliser_for_config({}, "per-image")
 >>> frame = np.random.default_rng(0).random((40, 36), dtype=np.float32)
->>> deblur_frame(model, frame, normaliser_for(frame)).shape
+>>> deblur_frame(model, frame, PercentileNormalizer().fitted_to(frame)).shape
 (40, 36)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from coordgate.data.normalization import PercentileNormalizer
+from coordgate.devices import resolve_device
 from coordgate.inference import predict
 from coordgate.models import DeblurringModel
+from coordgate.training.checkpoint import CheckpointConfig, load_checkpoint
 
-__all__ = [
-    "NORMALISATIONS",
-    "deblur_frame",
-    "normaliser_for_config",
-    "select_normaliser",
-    "sensor_frame",
-]
+__all__ = ["NORMALISATIONS", "Deblurrer", "deblur_frame", "select_normaliser"]
 
 #: How frames are mapped to the network's intensity range: the checkpoint's recorded
 #: normaliser, percentiles fitted to each frame, or no mapping at all.
 NORMALISATIONS = ("checkpoint", "per-image", "none")
 
-Normaliser = Callable[[np.ndarray], PercentileNormalizer | None]
-
 
 def select_normaliser(
-    config: dict, mode: str = "checkpoint", checkpoint: str = "the checkpoint"
+    config: CheckpointConfig, mode: str = "checkpoint", checkpoint: str = "the checkpoint"
 ) -> PercentileNormalizer | None:
     """The normaliser ``mode`` (one of :data:`NORMALISATIONS`) picks for a checkpoint's
     ``config``: fitted, one mapping for all frames; unfitted, its percentiles fitted to
@@ -55,46 +54,99 @@ def select_normaliser(
         return None
     if mode == "per-image":
         return PercentileNormalizer()
-    recorded = config.get("normalisation")
-    if not recorded:
+    if not config.normalisation:
         raise ValueError(
             f"checkpoint {checkpoint} records no normalisation; use the per-image "
             "normalisation or none"
         )
-    return PercentileNormalizer.from_dict(recorded)
+    return PercentileNormalizer.from_dict(config.normalisation)
 
 
-def normaliser_for_config(
-    config: dict, mode: str = "checkpoint", checkpoint: str = "the checkpoint"
-) -> Normaliser:
-    """A function frame -> its PercentileNormalizer (None for ``mode="none"``): the one
-    :func:`select_normaliser` picks, fitted to the frame when it is not fitted already."""
-    normaliser = select_normaliser(config, mode, checkpoint)
-    if normaliser is None:
-        return lambda frame: None
-    return lambda frame: normaliser if normaliser.fitted else normaliser.fitted_to(frame)
+@dataclass(frozen=True)
+class Deblurrer:
+    """A checkpoint's ``model`` (in eval mode, on its device), its ``config`` and the
+    ``normaliser`` chosen for it (None: frames are taken as they are)."""
 
+    model: DeblurringModel
+    config: CheckpointConfig
+    normaliser: PercentileNormalizer | None
 
-def sensor_frame(
-    model: DeblurringModel,
-    config: dict,
-    size: Sequence[int],
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
-) -> tuple[Sequence[float] | None, Sequence[float] | None]:
-    """(origin, full_size) of an image of ``size`` (H, W), checked against the checkpoint.
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "auto",
+        normalisation: str = "checkpoint",
+    ) -> Deblurrer:
+        """Load the checkpoint at ``path`` (a file or a run directory) onto ``device``
+        (see :func:`~coordgate.devices.resolve_device`) with the normaliser
+        ``normalisation`` picks (:func:`select_normaliser`)."""
+        model, config = load_checkpoint(path, device=resolve_device(device))
+        return cls(model, config, select_normaliser(config, normalisation, str(path)))
 
-    A coordinate-aware model trained on another sensor size must be told where the image
-    lies: without ``full_size`` that is an error rather than a silent guess.
-    """
-    trained = config.get("full_size")
-    if full_size is None and model.uses_coordinates and trained and tuple(trained) != tuple(size):
-        raise ValueError(
-            f"the image is {size[0]}x{size[1]} pixels but the model was trained on a "
-            f"{trained[0]}x{trained[1]} sensor frame; give the sensor's full size (and the "
-            "image's origin on it) to say where the image lies on the sensor"
+    def normaliser_for(self, frame: np.ndarray) -> PercentileNormalizer | None:
+        """The normaliser of ``frame``: the chosen one, fitted to it unless it is fitted."""
+        normaliser = self.normaliser
+        if normaliser is None or normaliser.fitted:
+            return normaliser
+        return normaliser.fitted_to(frame)
+
+    def sensor_frame(
+        self,
+        size: Sequence[int],
+        origin: Sequence[float] | None = None,
+        full_size: Sequence[float] | None = None,
+    ) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+        """(origin, full_size) of an image of ``size`` (H, W), checked against the
+        checkpoint's sensor frame.
+
+        An image placed on the sensor (``origin``) without a ``full_size`` lies on the
+        sensor the checkpoint was trained on. A coordinate-aware model trained on another
+        sensor size must be told where the image lies: without ``full_size`` that is an
+        error rather than a silent guess.
+        """
+        trained = self.config.full_size
+        if origin is not None and full_size is None:
+            if trained is None:
+                raise ValueError(
+                    f"the image lies at sensor position {tuple(origin)} but no sensor size "
+                    "is known: give the sensor size"
+                )
+            full_size = trained
+        if full_size is None and self.model.uses_coordinates and trained and trained != tuple(size):
+            raise ValueError(
+                f"the image is {size[0]}x{size[1]} pixels but the model was trained on a "
+                f"{trained[0]}x{trained[1]} sensor frame; give the sensor's full size (and the "
+                "image's origin on it) to say where the image lies on the sensor"
+            )
+        return origin, full_size
+
+    def deblur(
+        self,
+        frame: np.ndarray,
+        *,
+        tile: int | str | None = "auto",
+        overlap: int | None = None,
+        origin: Sequence[float] | None = None,
+        full_size: Sequence[float] | None = None,
+        keep_normalised: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """One (H, W) frame deblurred: (H, W) float32, placed on the sensor by
+        :meth:`sensor_frame`, the rest as for :func:`deblur_frame`."""
+        origin, full_size = self.sensor_frame(frame.shape[-2:], origin, full_size)
+        return deblur_frame(
+            self.model,
+            frame,
+            self.normaliser_for(frame),
+            tile=tile,
+            overlap=overlap,
+            origin=origin,
+            full_size=full_size,
+            keep_normalised=keep_normalised,
+            progress=progress,
         )
-    return origin, full_size
 
 
 def deblur_frame(

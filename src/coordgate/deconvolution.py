@@ -44,14 +44,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from coordgate.frames import Frame, resolve_frame
 from coordgate.optics import NoiseLevel, PSFField, TiledBlur, estimate_noise
-from coordgate.optics.restoration import richardson_lucy_steps, spatially_varying_wiener
+from coordgate.optics.restoration import (
+    WIENER_GRID,
+    richardson_lucy_steps,
+    spatially_varying_wiener,
+)
 
 __all__ = [
     "DEFAULT_BALANCE",
@@ -70,7 +74,8 @@ __all__ = [
     "tv_weight",
 ]
 
-METHODS = ("rl", "wiener")
+Method = Literal["rl", "wiener"]
+METHODS: tuple[Method, ...] = get_args(Method)
 #: The most Richardson-Lucy iterations.
 DEFAULT_ITERATIONS = 100
 #: tv = TV_STRENGTH * gain / mean(y): the total-variation weight per unit of noise.
@@ -80,9 +85,8 @@ MAX_TV = 0.1
 #: The discrepancy (mean squared residual in noise variances) at which Richardson-Lucy
 #: stops by default; None: it runs every iteration (see the module docstring).
 STOP_DISCREPANCY = None
-#: Wiener's noise-to-signal power ratio and its field points per axis.
+#: Wiener's noise-to-signal power ratio (on its default PSF grid, ``WIENER_GRID``).
 DEFAULT_BALANCE = 0.031623
-WIENER_GRID = 5
 #: The largest window side in pixels of Richardson-Lucy's blur: a larger frame is
 #: computed in tiles (at 2048², twice as fast as the whole frame at once on a CPU thread).
 DEFAULT_TILE = 768
@@ -101,7 +105,7 @@ class DeconvolutionSettings:
     light is ``A x + background``); ``tile`` the largest window side in pixels of
     Richardson-Lucy's blur (None: the whole frame at once)."""
 
-    method: Literal["rl", "wiener"] = "rl"
+    method: Method = "rl"
     iterations: int = DEFAULT_ITERATIONS
     tv: float | None = None
     stop: float | None = STOP_DISCREPANCY

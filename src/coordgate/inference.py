@@ -20,21 +20,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coordgate.frames import Frame, resolve_frame
+from coordgate.frames import Frame, FrameLike, resolve_frame
 from coordgate.models.interface import DeblurringModel, check_deblurring_model
 from coordgate.tiling import TilePlan, balanced_tile, plan_windows
 
 __all__ = [
+    "Tile",
     "default_overlap",
     "default_tile",
     "predict",
 ]
 
+#: How :func:`predict` tiles an image: None (whole), ``"auto"`` (by memory) or the tile
+#: side in pixels, one int or (height, width).
+Tile = int | Sequence[int] | Literal["auto"] | None
 _RAMP = 16  # pixels of raised-cosine blending beyond the two half receptive fields
 
 
@@ -118,10 +123,10 @@ def predict(
     model: DeblurringModel,
     image: np.ndarray | torch.Tensor,
     *,
-    tile: int | Sequence[int] | str | None = None,
+    tile: Tile = None,
     overlap: int | None = None,
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
     batch_size: int = 4,
     memory_budget: int = 1 << 30,
     progress: Callable[[int, int], None] | None = None,
@@ -201,7 +206,7 @@ def _check_batching(model: DeblurringModel, batch_size: int, overlap: int | None
 
 def _tile_sizes_for(
     model: DeblurringModel,
-    tile: int | Sequence[int] | str | None,
+    tile: Tile,
     shape: tuple[int, int],
     overlap: int,
     memory_budget: int,

@@ -16,7 +16,7 @@ __all__ = ["load_psf_field", "plan_outputs", "tile_option", "word_or_number"]
 def plan_outputs(images: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
     """(input, ``out_dir/<name>.tif``) pairs; a missing or unsupported input, or two inputs
     with one output name, fail here, before any is processed."""
-    from coordgate.data.io import check_image_path
+    from coordgate.images import check_image_path
 
     targets: dict[Path, Path] = {}
     for image in map(check_image_path, images):

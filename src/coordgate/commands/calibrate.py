@@ -19,6 +19,8 @@ import argparse
 import time
 from pathlib import Path
 
+from coordgate.optics.calibration.fit import CENTRES, FIELD_MODELS
+
 __all__ = ["register"]
 
 
@@ -31,7 +33,7 @@ def _check_out(path: Path) -> Path:
 def _frames(paths: list[Path], channel: int | None):
     import numpy as np
 
-    from coordgate.data.io import read_frames
+    from coordgate.images import read_frames
 
     stacks = [read_frames(p, channel=channel) for p in paths]
     sizes = sorted({s.shape[1:] for s in stacks})
@@ -160,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--centre",
-        choices=("chief_ray", "centroid"),
+        choices=CENTRES,
         default="chief_ray",
         help="centre each PSF on its chief ray (a pupil fit; default) or its centroid",
     )
@@ -172,7 +174,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model",
-        choices=("auto", "pupil", "low_rank"),
+        choices=FIELD_MODELS,
         default="auto",
         help="field model: Zernike polynomials of a diffraction pupil, the data-driven "
         "low-rank field, or auto (the pupil unless it fits the beads worse; default)",

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from coordgate.optics import METHODS
+
 __all__ = ["register"]
 
 
@@ -59,9 +61,9 @@ def build(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from coordgate.data.io import montage, write_png_preview
     from coordgate.data.normalization import PercentileNormalizer
     from coordgate.data.pairs import PairCache
+    from coordgate.images import montage, write_png_preview
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
@@ -105,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'default' (the project's lens: 0.75 waves RMS defocus in the corners), "
         "'gaussian' or a PSF field .npz",
     )
-    b.add_argument("--method", default="lowrank", choices=("lowrank", "exact"))
+    b.add_argument("--method", default="lowrank", choices=METHODS)
     b.add_argument("--padding", default="reflect", help="scene outside the frame (see optics)")
     b.add_argument("--photons", type=float, help="photons at intensity 1 (NoiseModel default)")
     b.add_argument("--read-noise", type=float, help="Gaussian read noise (NoiseModel default)")

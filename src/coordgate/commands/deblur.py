@@ -21,31 +21,24 @@ __all__ = ["register"]
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from coordgate.data.io import read_frames, write_tiff
-    from coordgate.deblurring import deblur_frame, normaliser_for_config, sensor_frame
-    from coordgate.training.checkpoint import load_checkpoint
-    from coordgate.training.distributed import resolve_device
+    from coordgate.deblurring import Deblurrer
+    from coordgate.images import read_frames, write_tiff
 
     pairs = plan_outputs(args.images, args.output)
-    model, config = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
-    normaliser_for = normaliser_for_config(config, args.normalisation, args.checkpoint)
+    deblurrer = Deblurrer.from_checkpoint(
+        args.checkpoint, device=args.device, normalisation=args.normalisation
+    )
     for image, target in pairs:
-        frames = read_frames(image)
-        origin, full_size = sensor_frame(
-            model, config, frames.shape[-2:], args.origin, args.full_size
-        )
         restored = [
-            deblur_frame(
-                model,
+            deblurrer.deblur(
                 frame,
-                normaliser_for(frame),
                 tile=args.tile,
                 overlap=args.overlap,
-                origin=origin,
-                full_size=full_size,
+                origin=args.origin,
+                full_size=args.full_size,
                 keep_normalised=args.keep_normalised,
             )
-            for frame in frames
+            for frame in read_frames(image)
         ]
         stack = np.stack(restored).astype(np.float32)
         write_tiff(target, stack[0] if len(stack) == 1 else stack)

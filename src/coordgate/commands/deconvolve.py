@@ -15,8 +15,8 @@ times the noise gain over the frame's mean), 100 iterations and no early stop gi
 35.99 dB without noise (input 30.00). Plain Richardson-Lucy peaks at 10 iterations with
 noise (30.68 dB, and loses on two frames) and falls to 28.22 dB by 100; with
 ``--tv 0 --stop 0.9`` it keeps 30.93 dB. With the total variation the stop only cost
-detail (0.31 dB at 0.9), so it is off by default. Wiener (a 5x5 grid of the field's
-PSFs, balance 0.0316): 29.74 / 30.76 dB. A 2048x2048 frame takes 28 s on one CPU thread
+detail (0.31 dB at 0.9), so it is off by default. Wiener (a 13x13 grid of the field's
+PSFs, balance 0.0316): 30.57 / 31.88 dB. A 2048x2048 frame takes 28 s on one CPU thread
 (0.25 s per iteration; benchmarks/results/deconvolve.json).
 
 Each frame is deconvolved where it lies on the sensor (``--origin`` / ``--full-size``
@@ -67,8 +67,8 @@ def _settings(args: argparse.Namespace) -> DeconvolutionSettings:
 
 def _check_inputs(pairs, field, origin, full_size) -> None:
     """Read every input once and check its frames, before anything is written."""
-    from coordgate.data.io import read_frames
     from coordgate.deconvolution import check_frame, field_frame
+    from coordgate.images import read_frames
 
     for image, _ in pairs:
         frames = read_frames(image)
@@ -85,10 +85,10 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from coordgate.atomic import atomic_write_text
-    from coordgate.data.io import read_frames, read_pixel_size, write_tiff
     from coordgate.deconvolution import deconvolve_frame
+    from coordgate.devices import resolve_device
+    from coordgate.images import read_frames, read_pixel_size, write_tiff
     from coordgate.provenance import environment
-    from coordgate.training.distributed import resolve_device
 
     settings = _settings(args)
     pairs = plan_outputs(args.images, args.output)

@@ -18,27 +18,28 @@ __all__ = ["register"]
 def _run(args: argparse.Namespace) -> int:
     from coordgate.atomic import atomic_write
     from coordgate.data.pairs import SPLITS, PairCache, PairDataset
+    from coordgate.deblurring import Deblurrer
     from coordgate.provenance import environment
-    from coordgate.training import BlurredInput, evaluate, load_checkpoint
-    from coordgate.training.distributed import resolve_device
+    from coordgate.training import BlurredInput, evaluate
 
     if args.split not in SPLITS:
         raise ValueError(f"--split must be one of {SPLITS}, got {args.split!r}")
-    device = resolve_device(args.device)
-    model, config = load_checkpoint(args.checkpoint, device=device)
+    # the pair cache's frames are normalised already
+    deblurrer = Deblurrer.from_checkpoint(args.checkpoint, device=args.device, normalisation="none")
+    model, config = deblurrer.model, deblurrer.config
     cache = PairCache(args.data)
     data = PairDataset(cache, args.split)
     if len(data) == 0:
         raise ValueError(f"pair cache {cache.path} has no {args.split} frames")
-    trained_on = (config.get("dataset") or {}).get("key")
+    trained_on = (config.dataset or {}).get("key")
     if trained_on and trained_on != cache.manifest.get("key"):
         print(f"note: {cache.path} is not the pair cache the model was trained on")
-    options = dict(batch_size=args.batch_size, device=device, progress=not args.no_progress)
+    options = dict(batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     results = {
         "model": evaluate(model, data, **options),
         "blurred": evaluate(BlurredInput(), data, **options),
     }
-    name = config["model"]["name"]
+    name = config.model["name"]
     print(f"{name} on {len(data)} {args.split} frames of {cache.path}:")
     for label, metrics in (("model", results["model"]), ("blurred input", results["blurred"])):
         print(
@@ -48,8 +49,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json is not None:
         record = {
             "checkpoint": str(args.checkpoint),
-            "model": config["model"],
-            "epoch": config.get("epoch"),
+            "model": config.model,
+            "epoch": config.epoch,
             "data": str(cache.path),
             "split": args.split,
             "metrics": results,

@@ -29,7 +29,7 @@ def _frame(path: Path | None):
     """The first frame of an image file, or None."""
     if path is None:
         return None
-    from coordgate.data.io import read_frames
+    from coordgate.images import read_frames
 
     return read_frames(path)[0]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coordgate.commands import load_psf_field
+from coordgate.optics import METHODS, PADDINGS
 
 __all__ = ["register"]
 
@@ -102,7 +103,7 @@ def simulate(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from coordgate.atomic import atomic_write_text
-    from coordgate.optics import SpatiallyVaryingBlur, poisson_gaussian
+    from coordgate.optics import FieldBlur, SpatiallyVaryingBlur, poisson_gaussian
     from coordgate.provenance import environment
 
     files = _inputs(args.input)
@@ -111,7 +112,7 @@ def simulate(args: argparse.Namespace) -> int:
         raise ValueError(f"--grid must be >= 1, got {args.grid}")
     args.out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)
-    operators: dict[tuple[int, int], SpatiallyVaryingBlur] = {}
+    operators: dict[tuple[int, int], FieldBlur] = {}
     outputs = []
     for path in files:
         array = _read(path)
@@ -170,14 +171,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--psf-field", default="default", help="'default' (lens), 'gaussian' or FILE.npz"
     )
-    parser.add_argument(
-        "--method", default="lowrank", choices=("lowrank", "exact"), help="blur operator"
-    )
+    parser.add_argument("--method", default="lowrank", choices=METHODS, help="blur operator")
     parser.add_argument("--rank", type=int, default=None, help="eigen-PSFs (lowrank; auto)")
     parser.add_argument(
         "--padding",
         default="reflect",
-        choices=("zero", "reflect", "replicate", "circular"),
+        choices=PADDINGS,
         help="scene outside the frame (default: its mirror image)",
     )
     parser.add_argument("--photons", type=float, default=None, help="photon peak (adds noise)")

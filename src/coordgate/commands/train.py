@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIME_BUDGET_S",
-    "HELP_DEFAULTS",
     "parse_duration",
     "parse_options",
     "register",
@@ -43,9 +42,6 @@ _DEFAULT_BASE_CHANNELS = 8
 #: about 9 minutes with data loading and validation on 2 cores).
 DEFAULT_TIME_BUDGET_S = 480.0
 _EPOCH_CAP = 100_000
-#: The defaults ``--help`` states, without importing torch to register the command:
-#: ``coordgate.training.CPU_SCHEDULE`` and ``TrainConfig``'s (a test compares them).
-HELP_DEFAULTS = {"lr": 2e-3, "warmup_epochs": 1, "lr_patience": 10, "min_improvement": 1e-4}
 
 
 def parse_duration(text: str) -> float:
@@ -97,16 +93,17 @@ def model_options(args: argparse.Namespace, cache) -> dict[str, object]:
 
 
 def train_config(args: argparse.Namespace):
-    """The TrainConfig of the command's options; unset ones take the study's schedule
+    """The TrainConfig of the command's options, whose defaults are the study's schedule
     (``CPU_SCHEDULE``). The run's length: ``--epochs``, ``--steps`` or ``--time-budget``
     (the default, :data:`DEFAULT_TIME_BUDGET_S`, when neither of the others is given)."""
-    from coordgate.training import CPU_SCHEDULE, TrainConfig
+    from dataclasses import replace
+
+    from coordgate.training import CPU_SCHEDULE
 
     lengths = [n for n in ("epochs", "steps", "time_budget") if getattr(args, n) is not None]
     if len(lengths) > 1:
         flags = " and ".join("--" + name.replace("_", "-") for name in lengths)
         raise ValueError(f"{flags} each plan the run's length; give one of them")
-    schedule = args.schedule or CPU_SCHEDULE["schedule"]
     budget = None
     for name in ("epochs", "steps"):
         value = getattr(args, name)
@@ -121,18 +118,19 @@ def train_config(args: argparse.Namespace):
     epochs = args.epochs or _EPOCH_CAP
     warmup = args.warmup_epochs
     if warmup is None:
-        warmup = min(CPU_SCHEDULE["warmup_epochs"], epochs - 1)
-    return TrainConfig(
+        warmup = min(CPU_SCHEDULE.warmup_epochs, epochs - 1)
+    return replace(
+        CPU_SCHEDULE,
         epochs=epochs,
         steps=args.steps,
         time_budget_s=budget,
         batch_size=args.batch_size,
-        lr=args.lr or CPU_SCHEDULE["lr"],
+        lr=args.lr,
         lr_patience=args.lr_patience,
         early_stopping_patience=args.early_stopping or None,
         warmup_epochs=warmup,
         min_improvement=args.min_improvement,
-        schedule=schedule,
+        schedule=args.schedule,
         loss=args.loss,
         amp=args.amp,
         channels_last=args.channels_last,
@@ -171,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     from coordgate.data.pairs import PairCache, PairDataset
     from coordgate.models import build_model, check_deblurring_model, count_parameters
     from coordgate.training import BlurredInput, evaluate, fit
+    from coordgate.training.checkpoint import CheckpointConfig
 
     cache = PairCache(args.data)
     config = train_config(args)
@@ -192,10 +191,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"pair cache {cache.path} has no val frames; rebuild it with a val split")
     _check_size(model, train.crop, "training crops")
     _check_size(model, val.crop, "validation frames")
-    extra = {
-        "normalisation": cache.normalisation(),
-        "psf_field": cache.manifest["parameters"]["field"],
-        "dataset": {
+    record = CheckpointConfig(
+        model.model_spec,
+        normalisation=cache.normalisation(),
+        psf_field=cache.manifest["parameters"]["field"],
+        dataset={
             "path": str(cache.path.resolve()),
             "key": cache.manifest.get("key"),
             "parameters": cache.manifest["parameters"],
@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
             "crop_origins": args.crop_origins,
             "augment": args.augment,
         },
-    }
+    )
     # under torchrun every process runs this command; only rank 0 talks
     main = int(os.environ.get("RANK", "0")) == 0
     baseline = evaluate(BlurredInput(), val, device="cpu")["psnr"]
@@ -221,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
             args.out,
             resume=args.resume,
             model_spec=model.model_spec,
-            extra_config=extra,
+            record=record,
         )
     except KeyboardInterrupt:
         if main:
@@ -248,6 +248,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from coordgate.training import CPU_SCHEDULE as defaults
+
     parser = subparsers.add_parser(
         "train", help="train a deblurring network on a pair cache", description=__doc__
     )
@@ -268,7 +270,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     length.add_argument(
         "--steps", type=int, help="train this many optimiser steps (rounded up to whole epochs)"
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="(default %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="(default %(default)s)"
+    )
     parser.add_argument(
         "--base-channels",
         type=int,
@@ -305,49 +309,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--augment", action="store_true", help="random flips/rotations the blur commutes with"
     )
     parser.add_argument(
-        "--lr", type=float, help=f"peak learning rate (default {HELP_DEFAULTS['lr']:g})"
+        "--lr", type=float, default=defaults.lr, help="peak learning rate (default %(default)g)"
     )
     parser.add_argument(
         "--schedule",
         choices=("cosine", "plateau"),
-        help="cosine over the planned run (default) or the paper's plateau rule (lr "
-        "halved after --lr-patience epochs without improvement)",
+        default=defaults.schedule,
+        help="cosine over the planned run or the paper's plateau rule (lr halved after "
+        "--lr-patience epochs without improvement; default %(default)s)",
     )
     parser.add_argument(
         "--warmup-epochs",
         type=int,
-        help=f"linear warm-up (default {HELP_DEFAULTS['warmup_epochs']})",
+        help=f"linear warm-up (default {defaults.warmup_epochs})",
     )
     parser.add_argument(
         "--lr-patience",
         type=int,
-        default=HELP_DEFAULTS["lr_patience"],
+        default=defaults.lr_patience,
         help="plateau schedule only (default %(default)s)",
     )
     parser.add_argument(
         "--early-stopping",
         type=int,
         metavar="EPOCHS",
+        default=defaults.early_stopping_patience,
         help="plateau schedule only: stop after this many epochs without improvement "
         "(default: never)",
     )
     parser.add_argument(
         "--min-improvement",
         type=float,
-        default=HELP_DEFAULTS["min_improvement"],
+        default=defaults.min_improvement,
         help="plateau schedule: relative drop of the validation loss that counts as "
         "improvement (default %(default)s)",
     )
     parser.add_argument(
         "--loss",
         choices=("auto", "mse", "mae"),
-        default="auto",
+        default=defaults.loss,
         help="training loss (default auto: the model's own, mse for all but care-unet)",
     )
     parser.add_argument(
         "--amp",
         action=argparse.BooleanOptionalAction,
-        default=None,
+        default=defaults.amp,
         help="bf16 autocast (default: on for CUDA with bf16; off on the CPU, where with "
         "channels-last a whole-frame step takes half the float32 time, "
         "benchmarks/results/precision.json, but training on crops with per-sample origins "
@@ -356,11 +362,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        default=None,
+        default=defaults.channels_last,
         help="channels-last memory for the model and batches (default: on with bf16 on the CPU)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument(
+        "--workers", type=int, default=defaults.num_workers, help="DataLoader worker processes"
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=_run)

@@ -1,16 +1,8 @@
-"""Data: sharp images (synthetic microscopy, folders, bundled samples), image I/O and
-normalisation, and blurred/sharp pair datasets that keep each sample's sensor position."""
+"""Data: sharp images (synthetic microscopy, folders, bundled samples), normalisation, and
+blurred/sharp pair datasets that keep each sample's sensor position (image files are read
+and written by :mod:`coordgate.images`)."""
 
 from coordgate.data.folder import FolderFrames, RandomCrops, find_images
-from coordgate.data.io import (
-    IMAGE_SUFFIXES,
-    frame_info,
-    montage,
-    read_frames,
-    read_image,
-    write_png_preview,
-    write_tiff,
-)
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.data.pairs import SPLITS, NoiseModel, PairCache, PairDataset, build_pairs
 from coordgate.data.samples import SAMPLES, sample_image, sample_images
@@ -18,7 +10,6 @@ from coordgate.data.sensor import as_size, crop_at, dihedral, dihedral_origin, d
 from coordgate.data.synthetic import MicroscopyStyle, SyntheticMicroscopy, synthetic_microscopy
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "SAMPLES",
     "SPLITS",
     "FolderFrames",
@@ -36,13 +27,7 @@ __all__ = [
     "dihedral_origin",
     "dihedral_size",
     "find_images",
-    "frame_info",
-    "montage",
-    "read_frames",
-    "read_image",
     "sample_image",
     "sample_images",
     "synthetic_microscopy",
-    "write_png_preview",
-    "write_tiff",
 ]

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from coordgate.data.io import IMAGE_SUFFIXES, frame_info, read_frames
 from coordgate.data.sensor import as_size, dihedral
+from coordgate.images import IMAGE_SUFFIXES, frame_info, read_frames
 
 __all__ = ["FolderFrames", "RandomCrops", "find_images"]
 

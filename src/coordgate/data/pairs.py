@@ -53,7 +53,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -64,6 +64,9 @@ from coordgate.data.normalization import PercentileNormalizer
 from coordgate.data.sensor import as_size, crop_at, dihedral, dihedral_origin, dihedral_size
 from coordgate.data.synthetic import MicroscopyStyle, synthetic_microscopy
 from coordgate.locking import directory_lock
+
+if TYPE_CHECKING:
+    from coordgate.optics import Method, Padding
 
 __all__ = [
     "CROP_ORIGINS",
@@ -438,8 +441,8 @@ def build_pairs(
     noise: NoiseModel | None = NoiseModel(),
     seed: int = 0,
     splits: Sequence[float] = (0.8, 0.1, 0.1),
-    method: str = "lowrank",
-    padding: str = "reflect",
+    method: Method = "lowrank",
+    padding: Padding = "reflect",
     style: MicroscopyStyle | None = None,
     channel: int | None = None,
     augment: bool = True,

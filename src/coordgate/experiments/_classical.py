@@ -1,8 +1,8 @@
 """Classical spatially-varying deconvolution with the true PSF field, no training: the
 baselines a microscopist sets a network against.
 
-- ``sv-wiener``: :func:`~coordgate.optics.restoration.spatially_varying_wiener` on a 3x3
-  grid of the field's PSFs, its balance (noise-to-signal ratio) the best of a log grid
+- ``sv-wiener``: :func:`~coordgate.optics.restoration.spatially_varying_wiener` on its
+  default grid of the field's PSFs, its balance (noise-to-signal ratio) the best of a log grid
   on the validation split;
 - ``sv-rl``: Richardson-Lucy on the study's own low-rank operator, stopped at the
   iteration count that scores best on the validation split (up to a cap), so that with
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from coordgate.optics import PSFField, SpatiallyVaryingBlur
+from coordgate.optics import FieldBlur, PSFField, SpatiallyVaryingBlur
 from coordgate.optics.restoration import (
     richardson_lucy,
     richardson_lucy_iterates,
@@ -32,7 +32,6 @@ __all__ = ["CLASSICAL", "ClassicalMethod", "tune_classical"]
 CLASSICAL = ("sv-wiener", "sv-rl")
 #: The balances tried for Wiener: 10^-4 ... 10^0 in quarter decades.
 WIENER_BALANCES = tuple(10 ** (e / 4) for e in range(-16, 1))
-WIENER_GRID = 3
 
 
 def _psnr(x: torch.Tensor, sharp: torch.Tensor) -> float:
@@ -50,16 +49,14 @@ class ClassicalMethod:
     curve: dict[str, float]
     field: PSFField
 
-    def __call__(self, blurred: torch.Tensor, operator: SpatiallyVaryingBlur) -> torch.Tensor:
+    def __call__(self, blurred: torch.Tensor, operator: FieldBlur) -> torch.Tensor:
         """Restore whole sensor frames (N, 1, H, W) blurred by ``operator``."""
         with torch.no_grad():
             if self.name == "sv-wiener":
-                return spatially_varying_wiener(
-                    blurred, self.field, balance=self.setting, grid_size=WIENER_GRID
-                )
+                return spatially_varying_wiener(blurred, self.field, balance=self.setting)
             return richardson_lucy(blurred, operator, iterations=int(self.setting))
 
-    def frame_ms(self, size: int, like: SpatiallyVaryingBlur, repeats: int = 3) -> float:
+    def frame_ms(self, size: int, like: FieldBlur, repeats: int = 3) -> float:
         """Median milliseconds to restore one ``size``² sensor frame with an operator made
         as ``like`` is (method, rank, padding), at the calling thread count."""
         operator = SpatiallyVaryingBlur(
@@ -73,9 +70,7 @@ def _tune_wiener(blurred, sharp, field: PSFField) -> ClassicalMethod:
     curve = {}
     with torch.no_grad():
         for balance in WIENER_BALANCES:
-            restored = spatially_varying_wiener(
-                blurred, field, balance=balance, grid_size=WIENER_GRID
-            )
+            restored = spatially_varying_wiener(blurred, field, balance=balance)
             curve[f"{balance:.3g}"] = _psnr(restored, sharp)
     best = max(curve, key=curve.get)
     return ClassicalMethod("sv-wiener", float(best), curve, field)
@@ -96,7 +91,7 @@ def tune_classical(
     name: str,
     val_blurred: torch.Tensor,
     val_sharp: torch.Tensor,
-    operator: SpatiallyVaryingBlur,
+    operator: FieldBlur,
     field: PSFField,
     *,
     max_iterations: int = 500,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from coordgate.atomic import atomic_write_text
@@ -90,24 +91,39 @@ def skipped_lines(skipped: list[dict]) -> list[str]:
 
 
 def convergence_note(rows: list[dict]) -> str:
-    """How the runs ended: a model converged when every seed stopped by early stopping
-    (its validation loss had stopped improving), not by the epoch cap or time budget."""
-    runs = [(r["name"], run) for r in rows for run in r.get("runs", [])]
-    plateaued = [
-        r["name"] for r in rows if all(x["stopped"] == "early_stopping" for x in r["runs"])
-    ]
-    capped = sorted({f"{name} (seed {run['seed']}: {run['stopped']})" for name, run in runs
-                     if run["stopped"] != "early_stopping"})  # fmt: skip
+    """How the runs ended: the networks' runs counted by stop reason (an annealed cosine
+    that reached its planned epochs is no plateau: the halving test judges that), and a
+    classical method whose best validation setting is the last one tried."""
+    runs = [run for r in rows if r["params"] for run in r.get("runs", [])]
+    reasons = Counter(run["stopped"] for run in runs)
     text = (
-        f"**Convergence:** {len(plateaued)} of {len(rows)} models stopped by early stopping "
-        f"in every seed ({len(runs)} runs in all)."
+        f"**How the runs ended:** {len(runs)} network runs: "
+        + ", ".join(
+            f"{count} by {_STOP_WORDS.get(reason, reason)}"
+            for reason, count in sorted(reasons.items())
+        )
+        + "."
     )
-    if capped:
+    stopped_early = sorted({f"{r['name']} (seed {run['seed']}: {run['stopped']})" for r in rows
+                            for run in r.get("runs", []) if r["params"]
+                            and run["stopped"] not in ("epochs", "early_stopping")})  # fmt: skip
+    if stopped_early:
+        text += f" Cut short: {', '.join(stopped_early)}; their scores are lower bounds."
+    capped = [r for r in rows if r["name"] == "sv-rl" and r["val_psnr"]
+              and max(r["val_psnr"]) == r["val_psnr"][-1]]  # fmt: skip
+    for r in capped:
         text += (
-            f" Still improving when stopped by the cap: {', '.join(capped)}; their scores "
-            "are lower bounds."
+            f" {r['name']} still improved on the validation split at its last iteration "
+            f"({len(r['val_psnr'])}): its score is a lower bound."
         )
     return text
+
+
+_STOP_WORDS = {
+    "epochs": "reaching the planned epochs (the cosine annealed)",
+    "early_stopping": "early stopping",
+    "time_budget": "the time budget",
+}
 
 
 def _schedule_text(preset: dict) -> str:

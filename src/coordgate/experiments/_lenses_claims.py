@@ -1,68 +1,18 @@
-"""Claims of the lens study, judged from its per-lens comparisons with the deblurring
-study's rule (:mod:`._deblur_claims`): each comparison is stored as a row of
-``results.json`` and judged again from it by :class:`Comparison`."""
+"""Claims of the lens study, judged from its per-lens comparisons with the studies' paired
+rule (:mod:`coordgate.claims`): each comparison is stored as a row of
+``results.json`` and judged again from it."""
 
 from __future__ import annotations
 
-from coordgate.experiments._deblur_claims import (
-    COMPARISON_RULE,
-    EQUIVALENCE_DB,
+from coordgate.claims import (
     Comparison,
     combine_verdicts,
+    comparison,
+    per_lens_claim,
 )
 from coordgate.report import Claim
 
-__all__ = ["comparison", "comparison_row", "lens_claims", "per_lens_claim"]
-
-
-def comparison_row(comparison: Comparison) -> dict:
-    """A comparison as stored in results.json, with its verdict and text."""
-    return {
-        "a": comparison.a,
-        "b": comparison.b,
-        "delta": comparison.delta,
-        "uncertainty": comparison.uncertainty,
-        "seed_deltas": list(comparison.seed_deltas),
-        "verdict": comparison.verdict,
-        "text": comparison.text(),
-    }
-
-
-def _from_row(row: dict) -> Comparison:
-    return Comparison(
-        row["a"], row["b"], row["delta"], row["uncertainty"], tuple(row["seed_deltas"])
-    )
-
-
-def comparison(lens: dict, a: str, b: str) -> dict | None:
-    """The stored comparison ``a − b`` of one lens, or None."""
-    return next((c for c in lens["comparisons"] if (c["a"], c["b"]) == (a, b)), None)
-
-
-def per_lens_claim(title: str, paper: str, a: str, b: str, equivalence: bool = False):
-    """A claim judged lens by lens from the stored comparison ``a − b``: 'a beats b', or
-    with ``equivalence`` 'a performs like b' (:attr:`Comparison.equivalent`)."""
-    rule = COMPARISON_RULE
-    if equivalence:
-        rule = f"per lens supported if |Δ| ≤ max({EQUIVALENCE_DB} dB, 2u), Δ and u as in: " + rule
-
-    def claim(results: dict) -> Claim:
-        parts, verdicts = [], []
-        for lens in results["lenses"]:
-            row = comparison(lens, a, b)
-            if row is None:
-                continue
-            judged = _from_row(row)
-            verdict = judged.verdict
-            if equivalence:
-                verdict = "supported" if judged.equivalent else "not supported"
-            verdicts.append(verdict)
-            parts.append(f"{lens['name']}: {row['text']} ({verdict})")
-        if not verdicts:
-            return Claim(title, paper, f"not measured: no lens has {a} and {b}", "inconclusive")
-        return Claim(title, paper, "; ".join(parts), combine_verdicts(verdicts), rule)
-
-    return claim
+__all__ = ["lens_claims"]
 
 
 def _gain_grows(results: dict) -> Claim:

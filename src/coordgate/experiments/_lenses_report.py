@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordgate.atomic import atomic_write_text
-from coordgate.experiments._lenses_claims import comparison
+from coordgate.claims import comparison
 from coordgate.optics import PSFField
 from coordgate.plots.lenses import lens_gain_figure
 from coordgate.report import Claim, claims_markdown, environment_section, write_json

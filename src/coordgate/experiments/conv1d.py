@@ -221,23 +221,27 @@ def _train_run(preset: Preset, label: str, seed: int) -> dict[str, object]:
     """Train one (model, seed) on one torch thread; the record ``OUT/runs`` keeps."""
     from coordgate.training.in_memory import fit_tensors
     from coordgate.training.metrics import psnr
+    from coordgate.training.stopping import NonFiniteLossError
 
     torch.set_num_threads(1)
     data = _dataset(preset.samples, preset.size, preset.data_seed)
     torch.manual_seed(seed)
     model = _build(label, preset, seed)
-    fit = fit_tensors(
-        model,
-        data.train,
-        data.val,
-        lr=preset.lr,
-        batch_size=preset.batch_size,
-        epochs=preset.max_epochs,
-        early_stopping_patience=preset.patience,
-        lr_patience=preset.lr_patience,
-        min_improvement=preset.min_improvement,
-        seed=seed,
-    )
+    try:
+        fit = fit_tensors(
+            model,
+            data.train,
+            data.val,
+            lr=preset.lr,
+            batch_size=preset.batch_size,
+            epochs=preset.max_epochs,
+            early_stopping_patience=preset.patience,
+            lr_patience=preset.lr_patience,
+            min_improvement=preset.min_improvement,
+            seed=seed,
+        )
+    except NonFiniteLossError as diverged:  # recorded as such, the best weights kept
+        fit = diverged.result
     model.eval()
     with torch.no_grad():
         test_psnr = psnr(model(data.test[0]), data.test[1]).item()
@@ -363,8 +367,8 @@ def _summarise(
                 "psnr_max": best,
                 "psnr_runs": psnrs,
                 "failed_runs": sum(p < best - FAILED_DB for p in psnrs),
-                "capped_runs": sum(r["stop_reason"] == "max_epochs" for r in runs),
-                "diverged_runs": sum(r["stop_reason"] == "non-finite" for r in runs),
+                "capped_runs": sum(r["stop_reason"] == "epochs" for r in runs),
+                "diverged_runs": sum(r["stop_reason"] == "non_finite" for r in runs),
                 "epochs_median": statistics.median(r["epochs"] for r in runs),
                 "train_s": statistics.median(r["train_s"] for r in runs),
                 "train_cpu_s": statistics.median(r["cpu_s"] for r in runs),
@@ -421,7 +425,7 @@ def run_study(
     progress: bool = True,
 ) -> dict[str, object]:
     """Train, measure, plot and report ``preset`` into ``out``; returns results.json's data
-    (the claims judged by ``_conv1d_report.judge`` included)."""
+    (the claims judged by ``_conv1d_claims.judge`` included)."""
     from coordgate.experiments._conv1d_report import write_outputs
     from coordgate.provenance import environment
 

@@ -39,7 +39,12 @@ from coordgate.models.multiwiener import psfs_from_field
 from coordgate.optics import DEFAULT_MAX_DEFOCUS, PSFField, SpatiallyVaryingBlur
 from coordgate.provenance import environment
 from coordgate.timing import median_seconds
-from coordgate.training.checkpoint import BEST_CHECKPOINT, load_checkpoint, save_checkpoint
+from coordgate.training.checkpoint import (
+    BEST_CHECKPOINT,
+    CheckpointConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
 from coordgate.training.fit import CPU_SCHEDULE, FINISHED_FILE, TrainConfig, fit
 from coordgate.training.metrics import ssim
 from coordgate.training.plateau import doubling_test
@@ -85,57 +90,70 @@ class Preset:
     none by default); ``residual``: every model learns the correction to the
     blurred input (output = input + network), which lets the small CPU budgets converge;
     the paper does not say either way. ``seeds``: seeds per model; the headline models
-    (:data:`HEADLINE`) get ``headline_seeds``. Schedule (:class:`TrainConfig`'s fields):
-    Adam at ``lr`` after ``warmup_epochs`` of linear warm-up; under ``"cosine"`` annealed
-    over the ``epochs`` of the run; under ``"plateau"`` (paper) halved after
-    ``lr_patience`` epochs whose validation loss fell by less than ``min_improvement``
-    (relative), stopped after ``early_stopping_patience`` such epochs. Budgets in tiers:
-    the :data:`HEADLINE` models run ``headline_epochs`` (None: ``epochs``), the others
-    ``epochs``; the first seed of each ``budget_test`` model is also trained at half its
-    budget (the halving form of the doubling test, :func:`budget_test`)."""
-
-    def epochs_of(self, name: str) -> int:
-        """The planned epochs of ``name``'s runs (its tier's budget)."""
-        if name in HEADLINE and self.headline_epochs is not None:
-            return self.headline_epochs
-        return self.epochs
+    (:data:`HEADLINE`) get ``headline_seeds``. ``training``: the schedule every run
+    follows (its seed, device and progress are each run's). Budgets in tiers: the
+    :data:`HEADLINE` models run ``headline_epochs`` (None: ``training.epochs``), the
+    others ``training.epochs``; the first seed of each ``budget_test`` model is also
+    trained at half its budget (the halving form of the doubling test,
+    :func:`budget_test`)."""
 
     name: str
     frame: int
     images: int
     base_channels: int
-    epochs: int
-    batch_size: int
-    lr_patience: int
     models: tuple[str, ...]
+    training: TrainConfig
     headline_epochs: int | None = None
     budget_test: tuple[str, ...] = ()
-    early_stopping_patience: int | None = None
-    time_budget_s: float | None = None
     max_defocus: float = DEFAULT_MAX_DEFOCUS
     aberrations: dict[str, float] = dataclasses.field(default_factory=dict)
     residual: bool = True
-    lr: float = 1e-3
-    warmup_epochs: int = 0
-    min_improvement: float = 1e-4
-    schedule: str = "plateau"
     crop: int | None = None
     crops_per_frame: int | str = "area"
     crop_origins: str = "covering"
     classical: tuple[str, ...] = CLASSICAL
-    # float32 unless a preset chooses otherwise (the plateau search ran in float32)
-    amp: bool | None = False
-    channels_last: bool | None = False
-    rl_max_iterations: int = 500
+    rl_max_iterations: int = 2000
     noise: bool = False
     seeds: int = 1
     headline_seeds: int = 1
 
+    def epochs_of(self, name: str) -> int:
+        """The planned epochs of ``name``'s runs (its tier's budget)."""
+        if name in HEADLINE and self.headline_epochs is not None:
+            return self.headline_epochs
+        return self.training.epochs
+
+    def train_config(
+        self, name: str, seed: int, device: str, progress: bool, epochs: int | None = None
+    ) -> TrainConfig:
+        """How the run of ``name`` with ``seed`` trains: at its tier's budget, or ``epochs``."""
+        return replace(
+            self.training,
+            epochs=epochs or self.epochs_of(name),
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+
+    def with_training(self, **changes) -> Preset:
+        """This preset with ``changes`` to its schedule (:class:`TrainConfig`'s fields)."""
+        return replace(self, training=replace(self.training, **changes))
+
+    def to_dict(self) -> dict:
+        """The preset as ``results.json`` records it: one flat dict, the schedule's fields
+        (all but each run's seed, device, progress and workers) beside the preset's own."""
+        record = asdict(self)
+        training = record.pop("training")
+        for run_field in ("seed", "device", "progress", "num_workers"):
+            del training[run_field]
+        return record | training
+
 
 #: Models whose comparisons carry the study's headline (trained with ``headline_seeds``).
 HEADLINE = ("unet3", "unet6", "cg-unet3", "care-unet")
-# the plateau rule's patience is unused under the cosine schedule
-_CONVERGING = {**CPU_SCHEDULE, "lr_patience": 2}
+# the plateau rule's patience is unused under the cosine schedule; float32 unless a preset
+# chooses otherwise (the plateau search ran in float32)
+_CONVERGING = replace(CPU_SCHEDULE, lr_patience=2, amp=False, channels_last=False)
 #: The cosine's length for the cpu and sensor presets. Not a plateau: on the cpu preset no
 #: budget up to 1120 epochs passed the doubling test (``results/plateau/cpu``: from 560 to
 #: 1120 epochs CG U-Net(3) gained 0.54 dB and U-Net(6) 0.18 dB); the regenerated studies
@@ -144,8 +162,9 @@ CPU_EPOCHS = 280
 
 PRESETS = {
     # the demo: a few minutes on 2 cores; a higher peak rate and a fixed length
-    "quick": Preset("quick", frame=64, images=600, base_channels=8, epochs=14, batch_size=16,
-                    models=("cg-unet3", "unet6"), **{**_CONVERGING, "lr": 3e-3}),
+    "quick": Preset("quick", frame=64, images=600, base_channels=8,
+                    models=("cg-unet3", "unet6"),
+                    training=replace(_CONVERGING, epochs=14, lr=3e-3)),
     # bf16 autocast and channels-last: 0.47x (CG U-Net(3)), 0.55x (U-Net(6)), 0.43x
     # (care-unet) a float32 step on whole 64x64 frames (benchmarks/results/precision.json,
     # thread CPU time). Not free at long budgets: at 560 epochs (seed 0) CG U-Net(3) scores
@@ -153,21 +172,24 @@ PRESETS = {
     # -0.24 / -0.12 dB (-0.07 at 70 epochs). Kept: bf16 runs about twice the epochs in the
     # same time, and doubling gains more than that (+0.54 / +0.18 dB from 560 to 1120
     # epochs in float32), so at equal time bf16 is expected to lead (not measured)
-    "cpu": Preset("cpu", frame=64, images=800, base_channels=8, epochs=CPU_EPOCHS,
-                  headline_epochs=2 * CPU_EPOCHS, budget_test=HEADLINE, batch_size=16,
-                  models=ALL_MODELS, headline_seeds=3, amp=True, channels_last=True,
-                  **_CONVERGING),
+    "cpu": Preset("cpu", frame=64, images=800, base_channels=8,
+                  headline_epochs=2 * CPU_EPOCHS, budget_test=HEADLINE,
+                  models=ALL_MODELS, headline_seeds=3,
+                  training=replace(_CONVERGING, epochs=CPU_EPOCHS, amp=True,
+                                   channels_last=True)),
     # bf16 + channels-last on 64x64 crops with their own origins: 0.74x (CG U-Net(3)),
     # 0.69x (U-Net(6)), 0.41x (care-unet) a float32 step (precision.json, crop_step)
-    "sensor": Preset("sensor", frame=256, images=160, base_channels=8, epochs=CPU_EPOCHS,
-                     headline_epochs=2 * CPU_EPOCHS, budget_test=HEADLINE, amp=True,
-                     channels_last=True, batch_size=16, crop=64, crops_per_frame=4,
+    "sensor": Preset("sensor", frame=256, images=160, base_channels=8,
+                     headline_epochs=2 * CPU_EPOCHS, budget_test=HEADLINE,
+                     crop=64, crops_per_frame=4,
                      models=("unet3", "unet6", "cg-unet3", "cg-unet6", "coordconv-unet6",
                              "care-unet"),
-                     headline_seeds=3, **_CONVERGING),
-    "paper": Preset("paper", frame=256, images=20000, base_channels=32, epochs=600,
-                    batch_size=16, lr_patience=20, early_stopping_patience=None,
-                    models=ALL_MODELS),
+                     headline_seeds=3,
+                     training=replace(_CONVERGING, epochs=CPU_EPOCHS, amp=True,
+                                      channels_last=True)),
+    "paper": Preset("paper", frame=256, images=20000, base_channels=32, models=ALL_MODELS,
+                    training=TrainConfig(epochs=600, batch_size=16, lr_patience=20,
+                                         amp=False, channels_last=False)),
 }  # fmt: skip
 # The noise axis: the headline models and the classical baselines on frames with the
 # NoiseModel default (the Poisson-Gaussian noise `coordgate dataset build` adds), at the
@@ -302,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         if args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-        preset = replace(preset, epochs=args.epochs)
+        preset = preset.with_training(epochs=args.epochs)
     if args.crop_origins:
         preset = replace(preset, crop_origins=args.crop_origins)
     if args.seeds is not None:
@@ -423,10 +445,6 @@ def _split_frames(cache, split: str, limit: int | None = None) -> tuple[torch.Te
     return blurred, sharp
 
 
-def _train_config(preset: Preset, seed: int, device: str, progress: bool) -> TrainConfig:
-    return TrainConfig.from_settings(asdict(preset), seed=seed, device=device, progress=progress)
-
-
 def run_dir(out: Path, name: str, seed: int, epochs: int | None = None) -> Path:
     """Where the study trains ``name`` with ``seed``: ``runs/NAME/seedS`` at its tier's
     budget, ``runs/NAME/seedS-eE`` at another budget of ``epochs``."""
@@ -462,17 +480,16 @@ def train_model(
         model,
         train,
         PairDataset(cache, "val"),
-        _train_config(
-            replace(preset, epochs=epochs or preset.epochs_of(name)), seed, device, progress
-        ),  # fmt: skip
+        preset.train_config(name, seed, device, progress, epochs),
         run_dir(out, name, seed, epochs),
         resume=True,
         model_spec={"name": name, "options": options},
-        extra_config={
-            "preset": preset.name,
-            "dataset": cache.manifest["parameters"],
-            "normalisation": cache.normalisation(),
-        },
+        record=CheckpointConfig(
+            {"name": name, "options": options},
+            normalisation=cache.normalisation(),
+            dataset=cache.manifest["parameters"],
+            preset=preset.name,
+        ),
     )
     return model, result, options
 
@@ -753,7 +770,7 @@ def run_study(
         outcome, views[name] = _classical_outcome(name, preset, val, operator, field, frames, seed)
         outcomes.append(outcome)
     results = {
-        "preset": asdict(preset),
+        "preset": preset.to_dict(),
         "seed": seed,
         "psf_field": field.config(),
         "dataset": {"path": str(cache.path), **cache.manifest["counts"]},
@@ -787,8 +804,7 @@ class _Runs:
 
     def identity(self, name: str, seed: int, epochs: int | None = None) -> dict:
         """What decides a run's scores: model, training options and data."""
-        planned = replace(self.preset, epochs=epochs or self.preset.epochs_of(name))
-        config = _train_config(planned, seed, self.device, self.progress)
+        config = self.preset.train_config(name, seed, self.device, self.progress, epochs)
         options = _model_options(name, self.preset, self.cache.field())
         return {
             "model": {"name": name, "options": options},

@@ -17,15 +17,15 @@ Three steps: run (each lens is one :func:`coordgate.experiments.deblur.run_study
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from coordgate.atomic import atomic_write_text
+from coordgate.claims import per_lens_claim
 from coordgate.experiments import deblur
 from coordgate.experiments import lenses as lens_study
-from coordgate.experiments._lenses_claims import per_lens_claim
 from coordgate.models import build_model
 from coordgate.provenance import environment
 from coordgate.report import (
@@ -94,7 +94,7 @@ def run_study(
     content."""
     out = Path(out)
     results = {
-        "preset": asdict(preset),
+        "preset": preset.to_dict(),
         "seed": seed,
         "environment": environment(),
         "lenses": lens_study.train_lenses(preset, out, lenses, COMPARISONS, seed, device, progress),
@@ -112,17 +112,20 @@ def training_step_cost(preset: deblur.Preset, repeats: int = 7) -> dict:
     and their ratios to U-Net(3)."""
     crop, frame = preset.crop or preset.frame, preset.frame
     generator = torch.Generator().manual_seed(0)
-    blurred, sharp = torch.rand(2, preset.batch_size, 1, crop, crop, generator=generator)
-    origins = torch.randint(0, frame - crop + 1, (preset.batch_size, 2), generator=generator)
+    batch = preset.training.batch_size
+    blurred, sharp = torch.rand(2, batch, 1, crop, crop, generator=generator)
+    origins = torch.randint(0, frame - crop + 1, (batch, 2), generator=generator)
     steps = {}
     for name in ("unet3", *MODELS):
         torch.manual_seed(0)
         model = build_model(name, base_channels=preset.base_channels)
-        steps[name] = adam_step(model, blurred, sharp, origins, (frame, frame), lr=preset.lr)
+        steps[name] = adam_step(
+            model, blurred, sharp, origins, (frame, frame), lr=preset.training.lr
+        )
     with threads(1):
         seconds = time_clocks(steps, repeats=repeats, warmup=2)["thread_cpu"]
     return {
-        "batch": preset.batch_size,
+        "batch": batch,
         "crop": crop,
         "frame": frame,
         "seconds": {name: round(s, 5) for name, s in seconds.items()},

@@ -19,12 +19,12 @@ Three steps: run (each lens is one :func:`coordgate.experiments.deblur.run_study
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from coordgate.claims import compare, comparison_row
 from coordgate.experiments import deblur
-from coordgate.experiments._deblur_claims import compare
-from coordgate.experiments._lenses_claims import comparison_row, lens_claims
+from coordgate.experiments._lenses_claims import lens_claims
 from coordgate.experiments._lenses_report import write_outputs
 from coordgate.optics import DEFAULT_MAX_DEFOCUS
 from coordgate.provenance import environment
@@ -107,8 +107,9 @@ PRESETS = {
     ),
     # a smoke run of the whole pipeline in a few minutes (one seed, not converged)
     "quick": replace(
-        deblur.PRESETS["sensor"], name="lenses-quick", frame=64, crop=32, images=40, epochs=3,
-        models=MODELS, time_budget_s=None, headline_epochs=None, budget_test=(),
+        deblur.PRESETS["sensor"].with_training(epochs=3, time_budget_s=None),
+        name="lenses-quick", frame=64, crop=32, images=40, models=MODELS,
+        headline_epochs=None, budget_test=(),
     ),
 }  # fmt: skip
 #: The lens on which the preset's budget_test models are also trained at half the budget.
@@ -182,7 +183,7 @@ def run_study(
     judge the claims and write the combined outputs. Returns ``results.json``'s content."""
     out = Path(out)
     results = {
-        "preset": asdict(preset),
+        "preset": preset.to_dict(),
         "seed": seed,
         "environment": environment(),
         "lenses": train_lenses(preset, out, lenses, COMPARISONS, seed, device, progress),

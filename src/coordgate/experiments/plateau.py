@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from coordgate.atomic import atomic_write_text
@@ -93,7 +93,7 @@ def run_study(
             print(f"== {name}: {epochs} epochs", flush=True)
             started = time.process_time()
             model, result, _ = deblur.train_model(
-                name, replace(preset, epochs=epochs, headline_epochs=None), cache,
+                name, replace(preset.with_training(epochs=epochs), headline_epochs=None), cache,
                 out / f"e{epochs}", seed=seed, device=device, progress=progress,
             )  # fmt: skip
             psnr = evaluate(model, test, device=device)["psnr"]
@@ -119,7 +119,7 @@ def write_outputs(out: Path, preset: deblur.Preset, seed: int, baseline: float) 
     """``results.json`` and ``report.md`` from every finished model search in ``out``."""
     rows = [json.loads(p.read_text()) for p in sorted((out / "models").glob("*.json"))]
     results = {
-        "preset": asdict(preset),
+        "preset": preset.to_dict(),
         "seed": seed,
         "blurred_input_psnr": baseline,
         "models": rows,

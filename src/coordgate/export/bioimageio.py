@@ -37,6 +37,7 @@ from coordgate.export.formats import (
     export_torchscript,
 )
 from coordgate.export.sample import TestFrame, sample_frame
+from coordgate.training.checkpoint import CheckpointConfig
 
 __all__ = ["TOLERANCE", "export_bioimageio", "zoo_test"]
 
@@ -103,7 +104,7 @@ def _tensors(deblurrer: FrameDeblurrer) -> dict[str, list[dict]]:
 
 
 def _description(
-    config: dict, deblurrer: FrameDeblurrer, authors: Sequence[str], license: str
+    config: CheckpointConfig, deblurrer: FrameDeblurrer, authors: Sequence[str], license: str
 ) -> dict:
     """The rdf.yaml content (format 0.5), its files named relative to the package."""
     from coordgate.models import count_parameters
@@ -139,7 +140,7 @@ def _description(
                     {"absolute_tolerance": TOLERANCE, "relative_tolerance": TOLERANCE}
                 ],
                 "model_parameter_count": count_parameters(deblurrer.network),
-                "architecture_type": config["model"]["name"],
+                "architecture_type": config.model["name"],
                 "task": "deblurring",
             },
             "coordgate": deblurrer.metadata(),
@@ -172,9 +173,11 @@ def _scores(frame: TestFrame, restored: np.ndarray) -> dict[str, float] | None:
     }
 
 
-def _write_files(folder: Path, config: dict, deblurrer: FrameDeblurrer, frame: TestFrame) -> None:
+def _write_files(
+    folder: Path, config: CheckpointConfig, deblurrer: FrameDeblurrer, frame: TestFrame
+) -> None:
     """The package's files, written into ``folder``."""
-    from coordgate.data.io import write_tiff
+    from coordgate.images import write_tiff
 
     x = torch.from_numpy(np.ascontiguousarray(frame.blurred, dtype=np.float32))
     if tuple(x.shape[-2:]) != deblurrer.frame_size or x.numel() != np.prod(deblurrer.shape):

@@ -32,6 +32,7 @@ from torch import nn
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.layers.frozen import freeze_gates
 from coordgate.models import DeblurringModel, check_deblurring_model
+from coordgate.training.checkpoint import CheckpointConfig
 
 __all__ = ["FrameDeblurrer", "PercentileBounds"]
 
@@ -145,23 +146,22 @@ class FrameDeblurrer(nn.Module):
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, normalisation: str = "checkpoint"
-    ) -> tuple[FrameDeblurrer, dict]:
-        """The deblurrer of a checkpoint's sensor frame and the checkpoint's config;
-        ``normalisation`` as for ``coordgate deblur``
-        (:func:`~coordgate.deblurring.select_normaliser`)."""
-        from coordgate.deblurring import select_normaliser
-        from coordgate.training.checkpoint import load_checkpoint
+    ) -> tuple[FrameDeblurrer, CheckpointConfig]:
+        """The deblurrer of a checkpoint's sensor frame and the checkpoint's config,
+        loaded by :meth:`coordgate.deblurring.Deblurrer.from_checkpoint` (``normalisation``
+        as for ``coordgate deblur``)."""
+        from coordgate.deblurring import Deblurrer
 
-        model, config = load_checkpoint(path)
-        sensor = config.get("full_size")
+        deblurrer = Deblurrer.from_checkpoint(path, device="cpu", normalisation=normalisation)
+        sensor = deblurrer.config.full_size
         if not sensor:
             raise ValueError(
                 f"checkpoint {path} records no sensor size (full_size): a model is exported "
                 "for the sensor frame it was trained on"
             )
-        normaliser = select_normaliser(config, normalisation, str(path))
-        shape = (1, model.in_channels, *(int(s) for s in sensor))
-        return cls(model, shape, normaliser), config
+        model = deblurrer.model
+        shape = (1, model.in_channels, *sensor)
+        return cls(model, shape, deblurrer.normaliser), deblurrer.config
 
     @property
     def frame_size(self) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import json
 
 from coordgate.export.deblurrer import FrameDeblurrer
 from coordgate.export.sample import TestFrame, recorded_field
+from coordgate.training.checkpoint import CheckpointConfig
 
 __all__ = ["CITATION", "package_readme", "package_title"]
 
@@ -25,10 +26,10 @@ CITATION = {
 }
 
 
-def package_title(config: dict, deblurrer: FrameDeblurrer) -> str:
+def package_title(config: CheckpointConfig, deblurrer: FrameDeblurrer) -> str:
     """The package's name: the model and the sensor frame it deblurs."""
     h, w = deblurrer.frame_size
-    return f"CoordGate {config['model']['name']} deblurring of a {h}x{w} sensor"
+    return f"CoordGate {config.model['name']} deblurring of a {h}x{w} sensor"
 
 
 def _json(value: object) -> str:
@@ -67,13 +68,15 @@ def _position(deblurrer: FrameDeblurrer) -> str:
     )
 
 
-def _validation(config: dict, frame: TestFrame, scores: dict[str, float] | None) -> list[str]:
-    metrics = config.get("metrics") or {}
+def _validation(
+    config: CheckpointConfig, frame: TestFrame, scores: dict[str, float] | None
+) -> list[str]:
+    metrics = config.metrics or {}
     lines = []
     if "val_psnr" in metrics:
         ssim = f", SSIM {metrics['val_ssim']:.4f}" if "val_ssim" in metrics else ""
         lines.append(
-            f"- Validation frames at the best epoch ({config.get('epoch', '?')}): "
+            f"- Validation frames at the best epoch ({config.epoch or '?'}): "
             f"PSNR {metrics['val_psnr']:.2f} dB{ssim}."
         )
     if scores is not None:
@@ -86,7 +89,7 @@ def _validation(config: dict, frame: TestFrame, scores: dict[str, float] | None)
 
 
 def package_readme(
-    config: dict,
+    config: CheckpointConfig,
     deblurrer: FrameDeblurrer,
     frame: TestFrame,
     scores: dict[str, float] | None,
@@ -98,10 +101,11 @@ def package_readme(
 
     h, w = deblurrer.frame_size
     field = recorded_field(config)
-    training = {k: config[k] for k in ("training", "epoch", "seed", "preset") if k in config}
+    recorded = {k: getattr(config, k) for k in ("training", "epoch", "seed", "preset")}
+    training = {k: v for k, v in recorded.items() if v is not None}
     sections = [
         f"# {package_title(config, deblurrer)}",
-        f"A `{config['model']['name']}` network ({count_parameters(deblurrer.network):,} "
+        f"A `{config.model['name']}` network ({count_parameters(deblurrer.network):,} "
         f"parameters) trained with [coordgate](#citation) to undo the spatially-varying "
         f"blur of one instrument's lens on its {h}x{w} sensor.",
         "## Input and output\n"
@@ -115,9 +119,8 @@ def package_readme(
         "## Sensor\n" + f"{h}x{w} pixels (the frame the model was trained on).",
         "## Lens (PSF field)\n"
         + (_json(field) if field else "The checkpoint records no PSF field."),
-        "## Training data\n"
-        + (_json(config["dataset"]) if config.get("dataset") else "Not recorded."),
-        "## Training\n" + _json({"model": config["model"], **training}),
+        "## Training data\n" + (_json(config.dataset) if config.dataset else "Not recorded."),
+        "## Training\n" + _json({"model": config.model, **training}),
         "## Validation\n" + "\n".join(_validation(config, frame, scores)),
         "## Citation\n" + CITATION["text"] + f" (doi: {CITATION['doi']}).",
     ]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.data.samples import SAMPLES, sample_image
+from coordgate.training.checkpoint import CheckpointConfig
 
 __all__ = ["SAMPLE_IMAGE", "TestFrame", "recorded_field", "sample_frame"]
 
@@ -38,15 +39,15 @@ class TestFrame:
     description: str
 
 
-def recorded_field(config: dict) -> dict | None:
+def recorded_field(config: CheckpointConfig) -> dict | None:
     """The PSF field (its config) a checkpoint's training pairs were blurred with:
     ``psf_field`` (``coordgate train``) or the data set's ``field`` (the studies)."""
-    dataset = config.get("dataset") or {}
-    return config.get("psf_field") or dataset.get("parameters", dataset).get("field")
+    dataset = config.dataset or {}
+    return config.psf_field or dataset.get("parameters", dataset).get("field")
 
 
-def _recorded_operator(config: dict) -> dict:
-    dataset = config.get("dataset") or {}
+def _recorded_operator(config: CheckpointConfig) -> dict:
+    dataset = config.dataset or {}
     return dict(dataset.get("parameters", dataset).get("operator") or {})
 
 
@@ -61,7 +62,7 @@ def _cover(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return scaled[top : top + size[0], left : left + size[1]]
 
 
-def _blur(sharp: torch.Tensor, config: dict) -> tuple[torch.Tensor, str] | None:
+def _blur(sharp: torch.Tensor, config: CheckpointConfig) -> tuple[torch.Tensor, str] | None:
     """``sharp`` (H, W) blurred by the checkpoint's recorded lens, and its name; None when
     the field cannot be rebuilt from the config."""
     from coordgate.optics import PSFField, SpatiallyVaryingBlur
@@ -85,7 +86,7 @@ def _blur(sharp: torch.Tensor, config: dict) -> tuple[torch.Tensor, str] | None:
     return blurred, spec.get("kind", "recorded")
 
 
-def sample_frame(config: dict, size: Sequence[int]) -> TestFrame:
+def sample_frame(config: CheckpointConfig, size: Sequence[int]) -> TestFrame:
     """A (H, W) = ``size`` test frame from the bundled image :data:`SAMPLE_IMAGE`, blurred
     by the lens ``config`` (a checkpoint's) records."""
     image = torch.from_numpy(sample_image(SAMPLE_IMAGE))

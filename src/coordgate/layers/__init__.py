@@ -3,7 +3,7 @@
 from coordgate.frames import coordinate_grid
 from coordgate.layers.conv import CoordGateConv
 from coordgate.layers.coordconv import AddCoords, CoordConv
-from coordgate.layers.gate import GATE_MODES, CoordGate
+from coordgate.layers.gate import GATE_MODES, CoordGate, GateMode
 from coordgate.layers.local import LocallyConnected
 from coordgate.layers.pac import PixelAdaptiveConv
 
@@ -13,6 +13,7 @@ __all__ = [
     "CoordConv",
     "CoordGate",
     "CoordGateConv",
+    "GateMode",
     "LocallyConnected",
     "PixelAdaptiveConv",
     "coordinate_grid",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -35,9 +36,11 @@ from coordgate.frames import (
 )
 from coordgate.layers.shapes import check_dim, check_features
 
-__all__ = ["GATE_MODES", "CoordGate", "coordinate_encoder", "encode_pixels"]
+__all__ = ["GATE_MODES", "CoordGate", "GateMode", "coordinate_encoder", "encode_pixels"]
 
-GATE_MODES = ("mlp", "map", "lowres")
+#: How a gate is computed from the coordinates (see :class:`CoordGate`).
+GateMode = Literal["mlp", "map", "lowres"]
+GATE_MODES: tuple[GateMode, ...] = get_args(GateMode)
 # The eval-mode gate cache keeps the most recently used gates within both bounds.
 _CACHE_ENTRIES = 64
 _CACHE_BYTES = 256 * 2**20
@@ -126,7 +129,7 @@ class CoordGate(nn.Module):
         dim: int = 2,
         hidden: int | None = 32,
         layers: int = 2,
-        mode: str = "mlp",
+        mode: GateMode = "mlp",
         size: Sequence[int] | None = None,
         grid: int = 8,
         activation: type[nn.Module] = nn.GELU,

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-from coordgate.frames import resolve_frame
+from coordgate.frames import Frame, FrameLike, resolve_frame
 from coordgate.layers import CoordConv, CoordGate, LocallyConnected, PixelAdaptiveConv
 from coordgate.layers.gate import encode_pixels
 from coordgate.layers.shapes import check_features
@@ -38,16 +39,22 @@ from coordgate.models.registry import build_model, register_model
 __all__ = [
     "CONV_KINDS",
     "CNN1d",
+    "ConvKind",
     "CoordGate1d",
     "RandomInputGate",
     "STATIC_INPUTS",
+    "StaticInput",
     "build_from_label",
     "parse_label",
 ]
 
-STATIC_INPUTS = ("coords", "random")
-# The convolution of each CNN1d kind, and the family (label prefix, lower case) it makes.
-CONV_KINDS = {"conv": "cnn", "coordconv": "ccnn", "pac": "pac", "local": "lcn"}
+#: What a :class:`CoordGate1d`'s gate reads: the coordinates or a fixed random input.
+StaticInput = Literal["coords", "random"]
+STATIC_INPUTS: tuple[StaticInput, ...] = get_args(StaticInput)
+#: The convolution of a :class:`CNN1d`.
+ConvKind = Literal["conv", "coordconv", "pac", "local"]
+# The family (label prefix, lower case) each kind makes.
+CONV_KINDS: dict[ConvKind, str] = {"conv": "cnn", "coordconv": "ccnn", "pac": "pac", "local": "lcn"}
 
 
 def _check_positive(**values: int) -> None:
@@ -61,7 +68,7 @@ def _conv_block(
     kernel: int,
     channels: int,
     out_channels: int,
-    kind: str = "conv",
+    kind: ConvKind = "conv",
     size: int | None = None,
 ) -> nn.ModuleList:
     """``layers`` 'same'-padded convolutions of ``kind`` 1 -> channels -> ... -> out_channels
@@ -97,7 +104,7 @@ class CNN1d(nn.Module):
         kernel: int,
         channels: int,
         *,
-        kind: str = "conv",
+        kind: ConvKind = "conv",
         size: int | None = None,
     ):
         super().__init__()
@@ -142,8 +149,8 @@ class RandomInputGate(CoordGate):
     def gate(
         self,
         size: Sequence[int],
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        origin: FrameLike | Frame = None,
+        full_size: FrameLike = None,
         *,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
@@ -178,7 +185,7 @@ class CoordGate1d(nn.Module):
         channels: int,
         encoder_layers: int,
         *,
-        static_input: str = "coords",
+        static_input: StaticInput = "coords",
         size: int = 30,
         seed: int = 0,
     ):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,7 @@ from coordgate.models.registry import register_model
 
 __all__ = [
     "COORDINATE_MODES",
+    "CoordinateMode",
     "CoordConvUNet",
     "CoordGateUNet",
     "LocallyConnectedUNet",
@@ -62,7 +64,9 @@ __all__ = [
     "check_residual",
 ]
 
-COORDINATE_MODES = ("none", "gate", "coordconv", "pac", "local")
+#: How a U-Net is made aware of sensor coordinates (see :class:`UNet`).
+CoordinateMode = Literal["none", "gate", "coordconv", "pac", "local"]
+COORDINATE_MODES: tuple[CoordinateMode, ...] = get_args(CoordinateMode)
 
 
 class _LevelBlock(nn.Module):
@@ -102,7 +106,9 @@ class _LevelBlock(nn.Module):
         return gated_conv(conv, x, weights, relu=True)
 
 
-def _block_kinds(coordinates: str, decoder: bool, level: int, depth: int) -> tuple[str, str]:
+def _block_kinds(
+    coordinates: CoordinateMode, decoder: bool, level: int, depth: int
+) -> tuple[str, str]:
     """The kinds of a level block's two convolutions under each coordinate mode."""
     # A CG U-Net gates the output of every encoder level (the deepest is the bottleneck)
     # and of every decoder level but the last; PAC adapts the convolution before each gate.
@@ -171,7 +177,7 @@ def _check_options(depth: int, in_channels: int, out_channels: int, base_channel
 
 
 def _check_frame(
-    frame: int | Sequence[int] | None, coordinates: str, multiple: int
+    frame: int | Sequence[int] | None, coordinates: CoordinateMode, multiple: int
 ) -> tuple[int, int] | None:
     """``frame`` as (H, W): required by, and only by, ``coordinates="local"``."""
     if coordinates != "local":
@@ -223,7 +229,7 @@ class UNet(nn.Module):
         out_channels: int = 1,
         base_channels: int = 16,
         *,
-        coordinates: str = "none",
+        coordinates: CoordinateMode = "none",
         layer_options: Mapping[str, object] | None = None,
         frame: int | Sequence[int] | None = None,
         residual: bool = False,

@@ -73,10 +73,10 @@ def checkpoint_summary(path: str | Path) -> str:
     from coordgate.training.checkpoint import read_checkpoint_config
 
     config = read_checkpoint_config(path)
-    name = (config.get("model") or {}).get("name", "unknown model")
-    trained = config.get("full_size")
+    name = config.model.get("name") or "unknown model"
+    trained = config.full_size
     frame = f", trained on {trained[0]}x{trained[1]} frames" if trained else ""
-    recorded = "" if config.get("normalisation") else "; no recorded normalisation"
+    recorded = "" if config.normalisation else "; no recorded normalisation"
     return f"{name}{frame}{recorded}"
 
 
@@ -85,7 +85,7 @@ def suggested_normalisation(path: str | Path) -> str:
     model trained without one (the studies' models) took intensities as they were."""
     from coordgate.training.checkpoint import read_checkpoint_config
 
-    return "checkpoint" if read_checkpoint_config(path).get("normalisation") else "none"
+    return "checkpoint" if read_checkpoint_config(path).normalisation else "none"
 
 
 @dataclass(frozen=True)
@@ -130,26 +130,16 @@ def deblur_stack(
     trained on. ``progress(done, total)`` is called with the windows run so far; raise
     :class:`Cancelled` from it to stop.
     """
-    from coordgate.deblurring import deblur_frame, normaliser_for_config, sensor_frame
-    from coordgate.training.checkpoint import load_checkpoint
-    from coordgate.training.distributed import resolve_device
+    from coordgate.deblurring import Deblurrer
 
     frames = as_frames(data)
-    model, config = load_checkpoint(settings.checkpoint, device=resolve_device(settings.device))
-    if origin is not None and full_size is None:
-        full_size = config.get("full_size")
-        if full_size is None:
-            raise ValueError(
-                f"the layer lies at sensor position {tuple(origin)} but no sensor size is "
-                "known: give the sensor size"
-            )
-    origin, full_size = sensor_frame(model, config, frames.shape[-2:], origin, full_size)
-    normaliser_for = normaliser_for_config(config, settings.normalisation, str(settings.checkpoint))
+    deblurrer = Deblurrer.from_checkpoint(
+        settings.checkpoint, device=settings.device, normalisation=settings.normalisation
+    )
+    origin, full_size = deblurrer.sensor_frame(frames.shape[-2:], origin, full_size)
     restored = [
-        deblur_frame(
-            model,
+        deblurrer.deblur(
             frame,
-            normaliser_for(frame),
             tile="auto" if settings.tile is None else settings.tile,
             overlap=settings.overlap,
             origin=origin,

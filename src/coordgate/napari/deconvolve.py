@@ -67,7 +67,7 @@ def deconvolve_stack(
     iterations over all frames; an exception raised by it stops the run.
     """
     from coordgate.deconvolution import deconvolve_frame, field_frame
-    from coordgate.training.distributed import resolve_device
+    from coordgate.devices import resolve_device
 
     frames = as_frames(data)
     where = field_frame(field, frames.shape[-2:], origin, full_size)

@@ -24,7 +24,7 @@ GAP = 2
 def psf_montage(psfs: Any) -> np.ndarray:
     """PSFs (ny, nx, k, k) tiled row by row into one float32 image, each PSF divided by its
     peak, separated by :data:`GAP` pixels of 0."""
-    from coordgate.data.io import montage
+    from coordgate.images import montage
 
     grid = np.asarray(psfs, dtype=np.float64)
     if grid.ndim != 4 or 0 in grid.shape:

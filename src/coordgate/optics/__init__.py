@@ -10,12 +10,17 @@ Typical use::
 """
 
 from coordgate.optics.blur import (
+    METHODS,
     BlurOperator,
+    ExactBlur,
+    FieldBlur,
+    LowRankBlur,
+    Method,
     ShiftInvariantBlur,
     SpatiallyVaryingBlur,
     TiledBlur,
 )
-from coordgate.optics.boundary import PADDINGS
+from coordgate.optics.boundary import PADDINGS, Padding
 from coordgate.optics.field import (
     DEFAULT_GRID_SIZE,
     DEFAULT_MAX_DEFOCUS,
@@ -45,12 +50,18 @@ __all__ = [
     "DEFAULT_GRID_SIZE",
     "DEFAULT_MAX_DEFOCUS",
     "BlurOperator",
+    "METHODS",
     "PADDINGS",
+    "ExactBlur",
+    "FieldBlur",
     "GaussianField",
     "LensField",
+    "LowRankBlur",
     "MeasuredField",
+    "Method",
     "NoiseLevel",
     "PSFField",
+    "Padding",
     "ShiftInvariantBlur",
     "SpatiallyVaryingBlur",
     "TiledBlur",

@@ -8,19 +8,19 @@ which makes the whole operator periodic over the frame: light leaving one edge r
 at the other with the PSF of the pixel it left from, exactly what an FFT of the frame's
 own size computes (the low-rank and shift-invariant operators use one, with no margin).
 
-Per-pixel PSFs of :class:`SpatiallyVaryingBlur` are the bilinear interpolation of the
-field's PSFs on a grid of field points (``field.grid(grid_size)``); sources outside the
-frame take the PSF of the nearest grid edge. Both methods share that definition, so
-``exact`` vs ``lowrank`` differences are the low-rank truncation alone (at full rank they
-agree to rounding):
+Per-pixel PSFs of a :class:`FieldBlur` are the bilinear interpolation of the field's PSFs
+on a grid of field points (``field.grid(grid_size)``); sources outside the frame take the
+PSF of the nearest grid edge. Both of its operators share that definition, so ``exact``
+vs ``lowrank`` differences are the low-rank truncation alone (at full rank they agree to
+rounding); :func:`SpatiallyVaryingBlur` builds either by its ``method``:
 
-- ``exact``: each pixel's PSF is blended from its four grid neighbours and scattered
-  (``A``) or gathered (``A_T``), a few rows at a time so memory stays under
-  ``chunk_bytes`` whatever the image size.
-- ``lowrank``: product-convolution over eigen-PSFs, ``y = sum_k h_k * (w_k . x)``, with
-  ``h_k`` the leading right singular vectors of the (grid points, k*k) PSF matrix scaled
-  by their singular values and ``w_k`` the bilinear interpolation of the matching left
-  singular vectors to every pixel.
+- :class:`ExactBlur` (``"exact"``): each pixel's PSF is blended from its four grid
+  neighbours and scattered (``A``) or gathered (``A_T``), a few rows at a time so memory
+  stays under ``chunk_bytes`` whatever the image size.
+- :class:`LowRankBlur` (``"lowrank"``): product-convolution over eigen-PSFs,
+  ``y = sum_k h_k * (w_k . x)``, with ``h_k`` the leading right singular vectors of the
+  (grid points, k*k) PSF matrix scaled by their singular values and ``w_k`` the bilinear
+  interpolation of the matching left singular vectors to every pixel.
 
 :class:`TiledBlur` is the low-rank operator computed in overlapping windows of a large
 frame, each at its own sensor origin, sharing one set of kernel spectra.
@@ -30,14 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coordgate.frames import coordinate_grid, resolve_frame
-from coordgate.optics.boundary import check_padding, extend, extend_adjoint
+from coordgate.frames import FrameLike, coordinate_grid, resolve_frame
+from coordgate.optics.boundary import Padding, check_padding, extend, extend_adjoint
 from coordgate.optics.field import PSFField
 from coordgate.optics.fourier import (
     adjoint_spectra,
@@ -58,12 +58,18 @@ __all__ = [
     "MAX_AUTO_RANK",
     "METHODS",
     "BlurOperator",
+    "ExactBlur",
+    "FieldBlur",
+    "LowRankBlur",
+    "Method",
     "ShiftInvariantBlur",
     "SpatiallyVaryingBlur",
     "TiledBlur",
 ]
 
-METHODS = ("exact", "lowrank")
+#: How a :func:`SpatiallyVaryingBlur` is computed: :class:`ExactBlur` or :class:`LowRankBlur`.
+Method = Literal["exact", "lowrank"]
+METHODS: tuple[Method, ...] = get_args(Method)
 #: ``rank=None`` keeps the fewest eigen-PSFs whose discarded share of the PSF grid's
 #: Frobenius norm is at most this, capped at ``MAX_AUTO_RANK`` (noisy measured grids).
 DEFAULT_RANK_TOLERANCE = 1e-4
@@ -120,7 +126,7 @@ class BlurOperator(nn.Module):
     half types) on the input's device; buffers follow ``.to()``.
     """
 
-    padding: str
+    padding: Padding
     psf_size: int
 
     def __init__(self) -> None:
@@ -187,7 +193,7 @@ class ShiftInvariantBlur(BlurOperator):
     (image size, device, dtype).
     """
 
-    def __init__(self, psf: torch.Tensor, padding: str = "zero") -> None:
+    def __init__(self, psf: torch.Tensor, padding: Padding = "zero") -> None:
         super().__init__()
         check_psf(psf, "psf")
         self.padding = check_padding(padding)
@@ -225,14 +231,23 @@ def _image_size(image_size: Any) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _field_and_size(field: Any, image_size: Any) -> tuple[int, int]:
-    """The (H, W) of an operator of ``field`` (checked to be a PSFField) for ``image_size``."""
+def _check_fit(field: Any, image_size: Any) -> tuple[tuple[int, int], int]:
+    """The (H, W) of an operator of ``field`` (checked to be a PSFField) for ``image_size``,
+    and the PSF size k, checked to fit that frame."""
     if not isinstance(field, PSFField):
         raise ValueError(f"field must be a PSFField, got {type(field).__name__}")
-    return _image_size(image_size)
+    size, k = _image_size(image_size), field.psf_size
+    if k > min(size):
+        raise ValueError(
+            f"the PSF grid's {k}x{k} PSFs do not fit a {size[0]}x{size[1]} image; "
+            "use a smaller psf_size or a larger image"
+        )
+    return size, k
 
 
-def _source_coords(n: int, origin: float, full: float, margin: int, padding: str) -> torch.Tensor:
+def _source_coords(
+    n: int, origin: float, full: float, margin: int, padding: Padding
+) -> torch.Tensor:
     """Normalised coordinates of the frame's pixels plus ``margin`` on each side (for
     circular padding, the coordinates of the frame pixels the margin wraps around to)."""
     core = coordinate_grid((n,), origin=origin, full_size=full, dtype=torch.float64)[0]
@@ -309,6 +324,13 @@ def _weights(
     return interpolation_matrix(rows, grid_y) @ coefficients @ interpolation_matrix(cols, grid_x).T
 
 
+def _paired_spectra(
+    kernels: torch.Tensor, shape: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (forward, adjoint) spectra of kernels (K, k, k) on the FFT grid ``shape``."""
+    return kernel_spectra(kernels, shape), adjoint_spectra(kernels, shape)
+
+
 class _LowRank(NamedTuple):
     """What the low-rank operator caches per device and dtype: the FFT grid, the kernels'
     spectra and weights (K, Sh, Sw) of the forward, and their paired forms of the adjoint
@@ -328,13 +350,13 @@ class _LowRank(NamedTuple):
         return _LowRank(shape, spectra[0], weights, spectra[1], adjoint_weights(weights))
 
 
-def _lowrank_A(x: torch.Tensor, lowrank: _LowRank, margin: int, padding: str) -> torch.Tensor:
+def _lowrank_A(x: torch.Tensor, lowrank: _LowRank, margin: int, padding: Padding) -> torch.Tensor:
     """Product-convolution of x (N, C, H, W), extended by ``margin`` under ``padding``."""
     xs = extend(x, margin, padding)
     return product_convolution(xs, lowrank.spectra, lowrank.weights, lowrank.shape, margin)
 
 
-def _lowrank_A_T(y: torch.Tensor, lowrank: _LowRank, margin: int, padding: str) -> torch.Tensor:
+def _lowrank_A_T(y: torch.Tensor, lowrank: _LowRank, margin: int, padding: Padding) -> torch.Tensor:
     """The adjoint of :func:`_lowrank_A`: (N, C, H, W) -> (N, C, H, W)."""
     z = product_convolution_adjoint(
         y, lowrank.adjoint_spectra, lowrank.adjoint_weights, lowrank.shape, margin
@@ -342,109 +364,139 @@ def _lowrank_A_T(y: torch.Tensor, lowrank: _LowRank, margin: int, padding: str) 
     return extend_adjoint(z, margin, padding)
 
 
-class SpatiallyVaryingBlur(BlurOperator):
-    """Blur of an ``image_size`` frame by a :class:`PSFField` (see the module docstring).
+class _Axis(NamedTuple):
+    """One axis of a :class:`FieldBlur`'s sources: their normalised coordinates (S,) and
+    the PSF grid's positions along it (n,)."""
 
-    field: the PSF field; image_size: (H, W); method: ``"exact"`` or ``"lowrank"``;
-    rank: eigen-PSFs kept by ``lowrank`` (None: automatic, see ``DEFAULT_RANK_TOLERANCE``);
-    padding: boundary assumption; grid_size: field points per axis the PSFs are sampled
-    on (None: the field's own grid, ``DEFAULT_GRID_SIZE`` for analytic fields);
-    origin, full_size: where this image sits on the sensor (default: the whole frame);
-    chunk_bytes: working-memory bound of the exact operator; device, dtype: of the
-    buffers (default: CPU, the default dtype).
+    coords: torch.Tensor
+    grid: torch.Tensor
+
+
+class FieldBlur(BlurOperator):
+    """The blur of an ``image_size`` frame by a :class:`PSFField`, its PSFs sampled on a
+    grid of field points and blended bilinearly to each source pixel (see the module
+    docstring). The shared frame and grid of :class:`ExactBlur` and :class:`LowRankBlur`,
+    which differ in how they apply it.
+
+    x: (N, C, H, W) -> (N, C, H, W), (H, W) = ``image_size``.
+
+    Options of both: field: the PSF field; image_size: (H, W); padding: boundary
+    assumption; grid_size: field points per axis the PSFs are sampled on (None: the
+    field's own grid, ``DEFAULT_GRID_SIZE`` for analytic fields); origin, full_size: where
+    this image sits on the sensor (default: the whole frame).
     """
+
+    method: ClassVar[Method]
+    #: Eigen-PSFs the operator applies (None: every per-pixel PSF in full).
+    rank: int | None
 
     def __init__(
         self,
         field: PSFField,
         image_size: Sequence[int],
         *,
-        method: str = "exact",
-        rank: int | None = None,
-        padding: str = "zero",
-        grid_size: int | None = None,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        padding: Padding = "zero",
+        origin: FrameLike = None,
+        full_size: FrameLike = None,
     ) -> None:
         super().__init__()
-        size = _field_and_size(field, image_size)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if method == "exact" and rank is not None:
-            raise ValueError(
-                f"rank applies to method='lowrank' only, got rank={rank!r} with 'exact'"
-            )
-        if chunk_bytes < 1:
-            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        self.image_size, self.psf_size = _check_fit(field, image_size)
         self.padding = check_padding(padding)
-        self.psf_size = k = field.psf_size
-        if k > min(size):
-            raise ValueError(
-                f"the PSF grid's {k}x{k} PSFs do not fit a {size[0]}x{size[1]} image; "
-                "use a smaller psf_size or a larger image"
-            )
-        self.image_size, self.method, self.chunk_bytes = size, method, int(chunk_bytes)
-        origin_t, full_t = resolve_frame(size, origin, full_size)
-        self.origin, self.full_size = origin_t, full_t
+        self.origin, self.full_size = resolve_frame(self.image_size, origin, full_size)
+
+    def _sample(
+        self, field: PSFField, grid_size: int | None, margin: int
+    ) -> tuple[torch.Tensor, _Axis, _Axis]:
+        """The field's unit-sum PSFs on its grid (ny, nx, k, k) and, per axis, the
+        normalised coordinates of the frame's pixels plus ``margin`` of sources on each
+        side with the grid's positions along it."""
         psfs, grid_y, grid_x = _sampled_grid(field, grid_size)
         self.grid_shape = tuple(psfs.shape[:2])
-        # lowrank's circular operator is an FFT of the frame itself: no margin of sources
-        margin = self.margin if method == "exact" else self.fft_margin
         rows, cols = (
-            _source_coords(n, o, f, margin, self.padding) for n, o, f in zip(size, origin_t, full_t)
+            _Axis(_source_coords(n, o, f, margin, self.padding), grid)
+            for n, o, f, grid in zip(self.image_size, self.origin, self.full_size, (grid_y, grid_x))
         )
-        # Sampling and SVD run in float64; buffers are stored like nn.Linear's weights.
-        dtype = dtype or torch.get_default_dtype()
-        if method == "exact":
-            self.rank = None
-            # Layout (ny, k*k, nx): a row's PSFs are then one batched matrix product away.
-            self.register_buffer(
-                "grid", psfs.reshape(*self.grid_shape, k * k).transpose(1, 2).to(dtype)
-            )
-            i0, i1, t = bracket(rows, grid_y)
-            self.register_buffer("row_i0", i0)
-            self.register_buffer("row_i1", i1)
-            self.register_buffer("row_t", t.to(dtype))
-            self.register_buffer("col_weights", interpolation_matrix(cols, grid_x).to(dtype))
-        else:
-            singular_values, kernels, coefficients = _low_rank(psfs, rank)
-            self.rank = len(kernels)
-            weights = _weights(coefficients, rows, cols, grid_y, grid_x)
-            self.register_buffer("singular_values", singular_values.to(dtype))
-            self.register_buffer("kernels", kernels.to(dtype))
-            self.register_buffer("weights", weights.to(dtype))
-        if device is not None:
-            self.to(device)
+        return psfs, rows, cols
 
     def _image_size(self) -> tuple[int, int]:
         return self.image_size
-
-    def extra_repr(self) -> str:
-        rank = f", rank={self.rank}" if self.method == "lowrank" else ""
-        return (
-            f"image_size={self.image_size}, method={self.method!r}{rank}, "
-            f"psf_size={self.psf_size}, grid={self.grid_shape}, padding={self.padding!r}"
-        )
 
     def pixel_psf(self, i: int, j: int) -> torch.Tensor:
         """The PSF (k, k) this operator spreads from source pixel (i, j) of the image."""
         h, w = self.image_size
         if not (0 <= i < h and 0 <= j < w):
             raise ValueError(f"pixel ({i}, {j}) is outside the {h}x{w} image")
-        k = self.psf_size
-        if self.method == "exact":
-            r, c = i + self.margin, j + self.margin
-            return (self._row_grid(r, r + 1, self.grid.dtype)[0] @ self.col_weights[c]).reshape(
-                k, k
-            )
-        r, c = i + self.fft_margin, j + self.fft_margin
-        return (self.weights[:, r, c, None, None] * self.kernels).sum(0)
+        return self._pixel_psf(i, j)
 
-    # exact: per-pixel PSFs, scattered / gathered a few source rows at a time. The PSF of
-    # pixel (r, w) is row_grid[r] @ col_weights[w]: the grid blended to row r, then across.
+    def _pixel_psf(self, i: int, j: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        rank = "" if self.rank is None else f", rank={self.rank}"
+        return (
+            f"image_size={self.image_size}, method={self.method!r}{rank}, "
+            f"psf_size={self.psf_size}, grid={self.grid_shape}, padding={self.padding!r}"
+        )
+
+
+class ExactBlur(FieldBlur):
+    """The exact :class:`FieldBlur`: each source pixel's PSF blended from its four grid
+    neighbours and scattered (``A``) or gathered (``A_T``) a few rows at a time, so that
+    working memory stays under ``chunk_bytes`` whatever the image size.
+
+    x: (N, C, H, W) -> (N, C, H, W). field, image_size, padding, grid_size, origin,
+    full_size: as for :class:`FieldBlur`; device, dtype: of the buffers (default: CPU,
+    the default dtype).
+
+    >>> from coordgate.optics import PSFField
+    >>> blur = ExactBlur(PSFField.gaussian(psf_size=7), (20, 17), padding="reflect")
+    >>> blur.A(torch.ones(1, 1, 20, 17)).shape
+    torch.Size([1, 1, 20, 17])
+    """
+
+    method = "exact"
+    rank = None
+
+    def __init__(
+        self,
+        field: PSFField,
+        image_size: Sequence[int],
+        *,
+        padding: Padding = "zero",
+        grid_size: int | None = None,
+        origin: FrameLike = None,
+        full_size: FrameLike = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        super().__init__(field, image_size, padding=padding, origin=origin, full_size=full_size)
+        self.chunk_bytes = int(chunk_bytes)
+        psfs, rows, cols = self._sample(field, grid_size, self.margin)
+        # Sampling runs in float64; buffers are stored like nn.Linear's weights.
+        dtype = dtype or torch.get_default_dtype()
+        # Layout (ny, k*k, nx): a row's PSFs are then one batched matrix product away.
+        k = self.psf_size
+        self.register_buffer(
+            "grid", psfs.reshape(*self.grid_shape, k * k).transpose(1, 2).to(dtype)
+        )
+        i0, i1, t = bracket(*rows)
+        self.register_buffer("row_i0", i0)
+        self.register_buffer("row_i1", i1)
+        self.register_buffer("row_t", t.to(dtype))
+        self.register_buffer("col_weights", interpolation_matrix(*cols).to(dtype))
+        if device is not None:
+            self.to(device)
+
+    # The PSF of source pixel (r, w) is row_grid[r] @ col_weights[w]: the grid blended to
+    # row r, then across.
+
+    def _pixel_psf(self, i: int, j: int) -> torch.Tensor:
+        k = self.psf_size
+        r, c = i + self.margin, j + self.margin
+        return (self._row_grid(r, r + 1, self.grid.dtype)[0] @ self.col_weights[c]).reshape(k, k)
 
     def _row_grid(self, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
         """The grid blended to source rows r0:r1 -> (rows, k*k, nx)."""
@@ -457,7 +509,7 @@ class SpatiallyVaryingBlur(BlurOperator):
         per_row = itemsize * self.psf_size**2 * width * (batch + 1)
         return max(1, self.chunk_bytes // per_row)
 
-    def _exact_scatter(self, xs: torch.Tensor) -> torch.Tensor:
+    def _scatter(self, xs: torch.Tensor) -> torch.Tensor:
         """(B, Sh, Sw) sources -> (B, Sh + 2c, Sw + 2c) light, each source's PSF around it."""
         b, sh, sw = xs.shape
         k = self.psf_size
@@ -475,8 +527,8 @@ class SpatiallyVaryingBlur(BlurOperator):
                     out[:, r0 + dy : r1 + dy, dx : dx + sw].add_(light[:, :, dy, dx])
         return out
 
-    def _exact_gather(self, z: torch.Tensor) -> torch.Tensor:
-        """Transpose of :meth:`_exact_scatter`: (B, Sh + 2c, Sw + 2c) -> (B, Sh, Sw)."""
+    def _gather(self, z: torch.Tensor) -> torch.Tensor:
+        """Transpose of :meth:`_scatter`: (B, Sh + 2c, Sw + 2c) -> (B, Sh, Sw)."""
         b = z.shape[0]
         k = self.psf_size
         sh, sw = z.shape[1] - k + 1, z.shape[2] - k + 1
@@ -493,39 +545,117 @@ class SpatiallyVaryingBlur(BlurOperator):
             parts.append((blended * cols).sum(-1))
         return torch.cat(parts, 1)
 
-    # lowrank: product-convolution with cached spectra
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        n, ch, h, w = x.shape
+        xs = extend(x, self.margin, self.padding)
+        c0 = self.margin + self.psf_size // 2
+        light = _LinearMap.apply(xs.reshape(n * ch, *xs.shape[-2:]), self._scatter, self._gather)
+        return light[:, c0 : c0 + h, c0 : c0 + w].reshape(n, ch, h, w)
+
+    def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
+        n, ch = y.shape[:2]
+        c0 = self.margin + self.psf_size // 2
+        z = _LinearMap.apply(F.pad(y, (c0,) * 4).flatten(0, 1), self._gather, self._scatter)
+        z = z.reshape(n, ch, *z.shape[-2:])
+        return extend_adjoint(z, self.margin, self.padding)
+
+
+class LowRankBlur(FieldBlur):
+    """The low-rank :class:`FieldBlur`: product-convolution over eigen-PSFs,
+    ``y = sum_k h_k * (w_k . x)``, by FFT with the kernels' spectra cached per device and
+    dtype (circular padding: an FFT of the frame itself, with no margin of sources).
+
+    x: (N, C, H, W) -> (N, C, H, W). rank: eigen-PSFs kept (None: automatic, see
+    ``DEFAULT_RANK_TOLERANCE``); field, image_size, padding, grid_size, origin, full_size:
+    as for :class:`FieldBlur`; device, dtype: of the buffers (default: CPU, the default
+    dtype). Buffers: ``singular_values`` (all of the PSF grid's), ``kernels`` (K, k, k),
+    ``weights`` (K, H + 2m, W + 2m) with m = ``fft_margin``.
+
+    >>> from coordgate.optics import PSFField
+    >>> blur = LowRankBlur(PSFField.gaussian(psf_size=7), (20, 17), rank=3, padding="reflect")
+    >>> blur.rank, tuple(blur.weights.shape)
+    (3, (3, 26, 23))
+    """
+
+    method = "lowrank"
+
+    def __init__(
+        self,
+        field: PSFField,
+        image_size: Sequence[int],
+        *,
+        rank: int | None = None,
+        padding: Padding = "zero",
+        grid_size: int | None = None,
+        origin: FrameLike = None,
+        full_size: FrameLike = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(field, image_size, padding=padding, origin=origin, full_size=full_size)
+        psfs, rows, cols = self._sample(field, grid_size, self.fft_margin)
+        # Sampling and SVD run in float64; buffers are stored like nn.Linear's weights.
+        dtype = dtype or torch.get_default_dtype()
+        singular_values, kernels, coefficients = _low_rank(psfs, rank)
+        self.rank = len(kernels)
+        weights = _weights(coefficients, rows.coords, cols.coords, rows.grid, cols.grid)
+        self.register_buffer("singular_values", singular_values.to(dtype))
+        self.register_buffer("kernels", kernels.to(dtype))
+        self.register_buffer("weights", weights.to(dtype))
+        if device is not None:
+            self.to(device)
+
+    def _pixel_psf(self, i: int, j: int) -> torch.Tensor:
+        r, c = i + self.fft_margin, j + self.fft_margin
+        return (self.weights[:, r, c, None, None] * self.kernels).sum(0)
 
     def _lowrank(self, like: torch.Tensor) -> _LowRank:
         """The cached spectra and weights for ``like``'s device and dtype."""
         key = (like.device, like.dtype)
         if key not in self._cache:
             shape = self._fft_shape(self.image_size)
-            kernels = self.kernels.to(like)
-            spectra = (kernel_spectra(kernels, shape), adjoint_spectra(kernels, shape))
+            spectra = _paired_spectra(self.kernels.to(like), shape)
             self._cache[key] = _LowRank.of(shape, spectra, self.weights.to(like))
         return self._cache[key]
 
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
-        n, ch, h, w = x.shape
-        if self.method == "lowrank":
-            return _lowrank_A(x, self._lowrank(x), self.fft_margin, self.padding)
-        xs = extend(x, self.margin, self.padding)
-        c0 = self.margin + self.psf_size // 2
-        light = _LinearMap.apply(
-            xs.reshape(n * ch, *xs.shape[-2:]), self._exact_scatter, self._exact_gather
-        )
-        return light[:, c0 : c0 + h, c0 : c0 + w].reshape(n, ch, h, w)
+        return _lowrank_A(x, self._lowrank(x), self.fft_margin, self.padding)
 
     def _apply_A_T(self, y: torch.Tensor) -> torch.Tensor:
-        n, ch = y.shape[:2]
-        if self.method == "lowrank":
-            return _lowrank_A_T(y, self._lowrank(y), self.fft_margin, self.padding)
-        c0 = self.margin + self.psf_size // 2
-        z = _LinearMap.apply(
-            F.pad(y, (c0,) * 4).flatten(0, 1), self._exact_gather, self._exact_scatter
-        )
-        z = z.reshape(n, ch, *z.shape[-2:])
-        return extend_adjoint(z, self.margin, self.padding)
+        return _lowrank_A_T(y, self._lowrank(y), self.fft_margin, self.padding)
+
+
+# A factory named like the classes it builds: callers have always called it as a class.
+def SpatiallyVaryingBlur(
+    field: PSFField,
+    image_size: Sequence[int],
+    *,
+    method: Method = "exact",
+    rank: int | None = None,
+    **options: Any,
+) -> FieldBlur:
+    """The blur of an ``image_size`` frame by ``field`` computed by ``method``: an
+    :class:`ExactBlur` (``"exact"``) or a :class:`LowRankBlur` (``"lowrank"``, which keeps
+    ``rank`` eigen-PSFs; None: automatic).
+
+    x: (N, C, H, W) -> (N, C, H, W). options: those of the class, ``padding``,
+    ``grid_size``, ``origin``, ``full_size``, ``device``, ``dtype`` (and ``chunk_bytes``
+    for ``exact``).
+
+    >>> from coordgate.optics import PSFField
+    >>> blur = SpatiallyVaryingBlur(PSFField.gaussian(psf_size=7), (20, 17), method="lowrank")
+    >>> type(blur).__name__, blur.method, blur.padding
+    ('LowRankBlur', 'lowrank', 'zero')
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "exact":
+        if rank is not None:
+            raise ValueError(
+                f"rank applies to method='lowrank' only, got rank={rank!r} with 'exact'"
+            )
+        return ExactBlur(field, image_size, **options)
+    return LowRankBlur(field, image_size, rank=rank, **options)
 
 
 #: Window weights a :class:`TiledBlur` keeps between calls (the rest are recomputed).
@@ -534,8 +664,8 @@ DEFAULT_CACHE_BYTES = 1 << 30
 
 class TiledBlur(BlurOperator):
     """The low-rank blur of an ``image_size`` frame computed in overlapping windows, each
-    at its own sensor origin: ``SpatiallyVaryingBlur(method="lowrank")``'s result (to
-    rounding) in the FFT working memory of one window.
+    at its own sensor origin: :class:`LowRankBlur`'s result (to rounding) in the FFT
+    working memory of one window.
 
     An output pixel of ``A`` or ``A_T`` depends on the pixels within ``psf_size // 2`` of
     it (one more for ``A_T`` with reflect padding, which folds the margin back onto the
@@ -548,7 +678,7 @@ class TiledBlur(BlurOperator):
     each call.
 
     field, image_size, rank, padding, grid_size, origin, full_size, device, dtype: as for
-    :class:`SpatiallyVaryingBlur` (``"circular"`` padding wraps around the whole frame and
+    :class:`LowRankBlur` (``"circular"`` padding wraps around the whole frame and
     takes one window); tile: the largest window side in pixels, one int or (H, W), at
     least twice the PSF size (None: the whole frame); the windows share each axis evenly
     (:func:`coordgate.tiling.balanced_tile`).
@@ -556,7 +686,7 @@ class TiledBlur(BlurOperator):
     >>> from coordgate.optics import PSFField
     >>> field = PSFField.gaussian(psf_size=9)
     >>> tiled = TiledBlur(field, (100, 90), tile=40, padding="reflect")
-    >>> whole = SpatiallyVaryingBlur(field, (100, 90), method="lowrank", padding="reflect")
+    >>> whole = LowRankBlur(field, (100, 90), padding="reflect")
     >>> x = torch.rand(1, 1, 100, 90)
     >>> bool((tiled.A(x) - whole.A(x)).abs().max() < 1e-5), tiled.windows
     (True, 9)
@@ -569,20 +699,18 @@ class TiledBlur(BlurOperator):
         *,
         tile: int | Sequence[int] | None = None,
         rank: int | None = None,
-        padding: str = "zero",
+        padding: Padding = "zero",
         grid_size: int | None = None,
-        origin: float | Sequence[float] | None = None,
-        full_size: float | Sequence[float] | None = None,
+        origin: FrameLike = None,
+        full_size: FrameLike = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        size = _field_and_size(field, image_size)
+        size, k = _check_fit(field, image_size)
         self.padding = check_padding(padding)
-        self.psf_size = k = field.psf_size
-        if k > min(size):
-            raise ValueError(f"{k}x{k} PSFs do not fit a {size[0]}x{size[1]} image")
+        self.psf_size = k
         largest = size if tile is None else _image_size(tile)
         if tile is not None and min(largest) < 2 * k:
             raise ValueError(f"tile must be at least twice the PSF size ({2 * k}), got {tile!r}")
@@ -602,7 +730,7 @@ class TiledBlur(BlurOperator):
         self.register_buffer("singular_values", singular_values.to(dtype))
         self.register_buffer("kernels", kernels.to(dtype))
         # Each window's weights are interpolated from these on the CPU in float64 (as
-        # SpatiallyVaryingBlur's are), then moved: not buffers, so .to() leaves them here.
+        # LowRankBlur's are), then moved: not buffers, so .to() leaves them here.
         self._coefficients, self._grid = coefficients, (grid_y, grid_x)
         if device is not None:
             self.to(device)
@@ -627,11 +755,7 @@ class TiledBlur(BlurOperator):
         key = ("spectra", like.device, like.dtype)
         if key not in self._cache:
             shape = self._fft_shape((self.rows.size, self.cols.size))
-            kernels = self.kernels.to(like)
-            self._cache[key] = (
-                shape,
-                (kernel_spectra(kernels, shape), adjoint_spectra(kernels, shape)),
-            )
+            self._cache[key] = (shape, _paired_spectra(self.kernels.to(like), shape))
         return self._cache[key]
 
     def _window(self, i: int, j: int, like: torch.Tensor) -> _LowRank:

@@ -17,22 +17,26 @@ transpose (margin values are added back onto the pixels they were copied from).
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PADDINGS", "check_padding", "extend", "extend_adjoint"]
+__all__ = ["PADDINGS", "Padding", "check_padding", "extend", "extend_adjoint"]
 
-PADDINGS = ("zero", "reflect", "replicate", "circular")
+#: What the object is outside the frame (see the module docstring).
+Padding = Literal["zero", "reflect", "replicate", "circular"]
+PADDINGS: tuple[Padding, ...] = get_args(Padding)
 
 
-def check_padding(padding: str) -> str:
+def check_padding(padding: str) -> Padding:
     """Return ``padding`` if it is one of ``PADDINGS``, else raise ``ValueError``."""
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     return padding
 
 
-def _source_index(n: int, margin: int, padding: str, device: torch.device) -> torch.Tensor:
+def _source_index(n: int, margin: int, padding: Padding, device: torch.device) -> torch.Tensor:
     """For each of the n + 2 * margin extended positions, the frame pixel it copies."""
     i = torch.arange(-margin, n + margin, device=device)
     if padding == "replicate":
@@ -44,7 +48,7 @@ def _source_index(n: int, margin: int, padding: str, device: torch.device) -> to
     return torch.where(i < 0, -i, torch.where(i >= n, 2 * (n - 1) - i, i))
 
 
-def extend(x: torch.Tensor, margin: int, padding: str) -> torch.Tensor:
+def extend(x: torch.Tensor, margin: int, padding: Padding) -> torch.Tensor:
     """(..., H, W) -> (..., H + 2 margin, W + 2 margin) under the ``padding`` assumption."""
     if margin == 0:
         return x
@@ -55,7 +59,7 @@ def extend(x: torch.Tensor, margin: int, padding: str) -> torch.Tensor:
     return x.index_select(-2, rows).index_select(-1, cols)
 
 
-def extend_adjoint(z: torch.Tensor, margin: int, padding: str) -> torch.Tensor:
+def extend_adjoint(z: torch.Tensor, margin: int, padding: Padding) -> torch.Tensor:
     """Transpose of :func:`extend`: (..., H + 2 margin, W + 2 margin) -> (..., H, W)."""
     if margin == 0:
         return z

@@ -27,6 +27,7 @@ __all__ = [
     "gaussian_psf",
     "gaussian_psfs",
     "psf_width",
+    "pupil_grid",
     "zernike",
 ]
 
@@ -104,7 +105,7 @@ def zernike(n: int, m: int, rho: torch.Tensor, theta: torch.Tensor) -> torch.Ten
     return torch.where(rho <= 1, norm * _radial(n, m, rho) * angular, torch.zeros_like(rho))
 
 
-def _pupil_grid(size: int, pupil_scale: float) -> int:
+def pupil_grid(size: int, pupil_scale: float) -> int:
     """FFT size: twice the PSF (little wrap-around of the tails) and a well-sampled pupil."""
     needed = max(2 * size, math.ceil(4 * _MIN_PUPIL_SAMPLES / pupil_scale))
     return 1 << (needed - 1).bit_length()
@@ -129,7 +130,7 @@ def diffraction_psfs(
         )
     if not torch.isfinite(coefficients).all():
         raise ValueError("aberration coefficients must be finite")
-    grid = _pupil_grid(size, pupil_scale)
+    grid = pupil_grid(size, pupil_scale)
     freq = torch.fft.fftfreq(grid, dtype=torch.float64) / (pupil_scale / 4)
     fy, fx = torch.meshgrid(freq, freq, indexing="ij")
     rho, theta = torch.hypot(fy, fx), torch.atan2(fy, fx)

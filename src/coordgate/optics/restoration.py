@@ -21,13 +21,14 @@ agree to 3e-6, and the PSNR is no lower).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from coordgate.frames import coordinate_grid
+from coordgate.frames import FrameLike, coordinate_grid
+from coordgate.optics.boundary import Padding, check_padding
 from coordgate.optics.field import PSFField
 from coordgate.optics.fourier import fast_size, kernel_spectra
 from coordgate.optics.interpolation import interpolation_matrix
@@ -36,7 +37,7 @@ from coordgate.optics.psf import check_psf
 __all__ = [
     "TV_SMOOTHING",
     "TV_STEP",
-    "WIENER_PADDINGS",
+    "WIENER_GRID",
     "RichardsonLucyStep",
     "multi_wiener",
     "richardson_lucy",
@@ -47,7 +48,13 @@ __all__ = [
     "wiener_deconvolution",
 ]
 
-WIENER_PADDINGS = ("zero", "reflect", "replicate", "circular")
+#: The PSF grid that :func:`spatially_varying_wiener` blends by default. The blend is the
+#: method's main error: on 40 validation frames of the cpu study (64², default lens, no
+#: noise, input 24.37 dB), the best balance scores 23.81 / 24.79 / 25.35 / 25.46 / 25.48 /
+#: 25.47 dB with grids of 3 / 5 / 9 / 13 / 17 / 25. (A Laplacian smoothness prior in place
+#: of the constant balance, which keeps the mean, scored lower: 23.12 / 23.71 / 23.91 dB
+#: with 3 / 5 / 9.)
+WIENER_GRID = 13
 #: ``|grad x|`` in the total-variation term is ``sqrt(|grad x|^2 + s^2)``, with s at least
 #: TV_SMOOTHING times the mean of the blurred image ...
 TV_SMOOTHING = 0.1
@@ -78,7 +85,11 @@ def _check_balance(balance: Any, count: int) -> torch.Tensor | float:
 
 
 def multi_wiener(
-    y: torch.Tensor, psfs: torch.Tensor, *, balance: float | torch.Tensor, padding: str = "reflect"
+    y: torch.Tensor,
+    psfs: torch.Tensor,
+    *,
+    balance: float | torch.Tensor,
+    padding: Padding = "reflect",
 ) -> torch.Tensor:
     """One Wiener deconvolution per PSF: y (N, C, H, W), psfs (P, k, k) -> (N, P, C, H, W).
 
@@ -90,8 +101,7 @@ def multi_wiener(
     if isinstance(psfs, torch.Tensor) and psfs.ndim == 4:
         psfs = psfs.flatten(0, 1)
     check_psf(psfs, "psfs", batch_dims=1)
-    if padding not in WIENER_PADDINGS:
-        raise ValueError(f"padding must be one of {WIENER_PADDINGS}, got {padding!r}")
+    check_padding(padding)
     k = psfs.shape[-1]
     h, w = y.shape[-2:]
     if k > min(h, w):
@@ -114,7 +124,11 @@ def multi_wiener(
 
 
 def wiener_deconvolution(
-    y: torch.Tensor, psf: torch.Tensor, *, balance: float | torch.Tensor, padding: str = "reflect"
+    y: torch.Tensor,
+    psf: torch.Tensor,
+    *,
+    balance: float | torch.Tensor,
+    padding: Padding = "reflect",
 ) -> torch.Tensor:
     """Shift-invariant Wiener deconvolution with one PSF (k, k): (N, C, H, W) -> same."""
     check_psf(psf, "psf")
@@ -126,10 +140,10 @@ def spatially_varying_wiener(
     field: PSFField,
     *,
     balance: float | torch.Tensor,
-    grid_size: int = 3,
-    origin: float | Sequence[float] | None = None,
-    full_size: float | Sequence[float] | None = None,
-    padding: str = "reflect",
+    grid_size: int = WIENER_GRID,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
+    padding: Padding = "reflect",
 ) -> torch.Tensor:
     """Wiener-deconvolve with each PSF of ``field.grid(grid_size)`` and blend the results
     with the same bilinear weights that interpolate the PSFs: (N, C, H, W) -> same.

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coordgate.data.io import montage
+from coordgate.images import montage
 from coordgate.plots.common import FONT_SIZE, image_panel, new_figure, save_figure
 
 __all__ = ["lens_gain_figure"]

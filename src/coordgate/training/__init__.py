@@ -1,6 +1,7 @@
 """Training: the fit/evaluate loop, metrics, checkpoints and distributed runs."""
 
 from coordgate.training.checkpoint import (
+    CheckpointConfig,
     CheckpointError,
     load_checkpoint,
     load_weights,
@@ -11,7 +12,6 @@ from coordgate.training.distributed import DistributedContext, init_distributed
 from coordgate.training.fit import (
     CPU_SCHEDULE,
     BlurredInput,
-    NonFiniteLossError,
     TrainConfig,
     TrainingResult,
     evaluate,
@@ -20,14 +20,17 @@ from coordgate.training.fit import (
 from coordgate.training.in_memory import fit_tensors
 from coordgate.training.metrics import psnr, ssim
 from coordgate.training.plateau import PlateauSearch, doubling_test, plateau_search
+from coordgate.training.stopping import NonFiniteLossError, StopReason
 
 __all__ = [
     "CPU_SCHEDULE",
     "BlurredInput",
+    "CheckpointConfig",
     "CheckpointError",
     "DistributedContext",
     "NonFiniteLossError",
     "PlateauSearch",
+    "StopReason",
     "TrainConfig",
     "TrainingResult",
     "doubling_test",

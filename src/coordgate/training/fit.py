@@ -20,10 +20,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +31,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from coordgate.atomic import atomic_write
+from coordgate.devices import resolve_device
 from coordgate.provenance import environment
 from coordgate.training.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
+    CheckpointConfig,
     CheckpointError,
     load_training_state,
     load_weights,
@@ -48,17 +48,16 @@ from coordgate.training.checkpoint import (
 from coordgate.training.distributed import (
     DistributedContext,
     init_distributed,
-    resolve_device,
     shard,
     training_sampler,
     wrap_model,
 )
 from coordgate.training.metrics import psnr, ssim
+from coordgate.training.stopping import NonFiniteLossError, Plateau, StopReason
 
 __all__ = [
     "CPU_SCHEDULE",
     "BlurredInput",
-    "NonFiniteLossError",
     "TrainConfig",
     "TrainingResult",
     "evaluate",
@@ -67,23 +66,6 @@ __all__ = [
 
 STATE_FILE = "last.state.pt"
 FINISHED_FILE = "finished.json"
-_RESERVED_KEYS = {
-    "format",
-    "model",
-    "kind",
-    "epoch",
-    "metrics",
-    "training",
-    "seed",
-    "full_size",
-    "environment",
-}
-
-
-#: ``coordgate train``'s schedule and the studies' base: one epoch of warm-up to lr 2e-3,
-#: then a cosine down to 2e-5 that fills the planned length of the run (``epochs``,
-#: ``steps`` or ``time_budget_s``), so the learning rate is annealed when the run ends.
-CPU_SCHEDULE = {"lr": 2e-3, "warmup_epochs": 1, "schedule": "cosine"}
 
 #: Losses by name: the paper's MSE, or CARE's mean absolute error.
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
@@ -144,17 +126,6 @@ class TrainConfig:
 
     # neither changes what is learned, so a finished run is reused whatever they are
     _RUNTIME_FIELDS = ("num_workers", "progress")
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], **overrides: Any) -> TrainConfig:
-        """A config from the entries of ``settings`` that name its fields (e.g. a study
-        preset as a dict; the others are ignored), then ``overrides``.
-
-        >>> TrainConfig.from_settings({"epochs": 5, "models": ["unet3"]}, seed=2).epochs
-        5
-        """
-        names = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in settings.items() if k in names}, **overrides})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -220,6 +191,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        """The config of ``values`` (as :meth:`to_dict` writes); unknown keys are an error.
+
+        >>> TrainConfig.from_dict({"epochs": 5, "schedule": "cosine"}).epochs
+        5
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -244,26 +220,33 @@ def _require(name: str, value, valid, expected: str) -> None:
         raise ValueError(f"TrainConfig.{name} must be {expected}, got {value!r}")
 
 
+#: ``coordgate train``'s schedule and the studies' base: batches of 16, one epoch of
+#: warm-up to lr 2e-3, then a cosine down to 2e-5 that fills the planned length of the run
+#: (``epochs``, ``steps`` or ``time_budget_s``), so the learning rate is annealed when the
+#: run ends.
+CPU_SCHEDULE = TrainConfig(batch_size=16, lr=2e-3, warmup_epochs=1, schedule="cosine")
+
+
 @dataclass
 class TrainingResult:
     """A run's outcome: one ``history`` row per epoch (keys: epoch, lr, train_loss,
     val_loss, val_psnr, val_psnr_std, val_ssim, val_ssim_std, train_time_s, epoch_time_s,
-    elapsed_s, images_per_s), the best epoch (lowest validation loss), why it stopped:
-    ``"epochs"`` (its planned epochs ran), ``"early_stopping"`` or ``"time_budget"``
-    (plateau schedule), and its ``plan`` (see :class:`TrainConfig`): ``{"by": "epochs" |
-    "steps" | "time_budget", "epochs", "steps", "steps_per_epoch"}``, with
-    ``"planned_after_epoch"`` and ``"epoch_s"`` when planned from a time budget.
-    ``reused``: loaded from an earlier finished run instead of trained.
+    elapsed_s, images_per_s), the best epoch (lowest validation loss), why it stopped
+    (:data:`~coordgate.training.stopping.StopReason`), and its ``plan`` (see
+    :class:`TrainConfig`): ``{"by": "epochs" | "steps" | "time_budget", "epochs",
+    "steps", "steps_per_epoch"}``, with ``"planned_after_epoch"`` and ``"epoch_s"`` when
+    planned from a time budget. ``reused``: loaded from an earlier finished run instead of
+    trained.
 
     The in-memory trainer (:func:`~coordgate.training.in_memory.fit_tensors`) returns one
-    too, with history rows of epoch, lr, train_loss, val_loss and elapsed_s, its own stop
-    reasons, no ``out_dir``, the best weights in ``best_state`` and the process's CPU time
-    in ``cpu_time_s`` (about what the run takes on an idle core with one torch thread)."""
+    too, with history rows of epoch, lr, train_loss, val_loss and elapsed_s, no
+    ``out_dir``, the best weights in ``best_state`` and the process's CPU time in
+    ``cpu_time_s`` (about what the run takes on an idle core with one torch thread)."""
 
     out_dir: Path | None = None
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
-    stop_reason: str = "epochs"
+    stop_reason: StopReason = "epochs"
     reused: bool = False
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     cpu_time_s: float | None = None
@@ -310,23 +293,6 @@ class TrainingResult:
             reused,
             plan=values.get("plan"),
         )
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped and its last good checkpoint stays."""
-
-    def __init__(self, epoch: int, step: int | None, checkpoint: Path | None) -> None:
-        where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch} validation"
-        kept = (
-            f"the last good checkpoint is {checkpoint}"
-            if checkpoint is not None
-            else "no checkpoint was written before it"
-        )
-        super().__init__(
-            f"the loss became NaN or infinite at {where}; training stopped and {kept} "
-            "(try a lower learning rate or check the data for NaN/Inf)"
-        )
-        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
 
 
 def _frame(batch: dict) -> tuple[torch.Tensor | None, tuple[int, ...] | None]:
@@ -387,10 +353,13 @@ def _check_dataset(dataset: Dataset, name: str) -> dict:
     return item
 
 
-def _sensor_size(item: dict) -> list[int] | None:
-    """The sensor frame (H, W) the training items come from, recorded for inference."""
+def _sensor_size(item: dict) -> tuple[int, int]:
+    """The sensor frame (H, W) the training items come from, recorded for inference: their
+    ``full_size``, or for items without one their own size (each is a whole frame)."""
     full_size = item.get("full_size")
-    return None if full_size is None else [int(v) for v in torch.as_tensor(full_size).tolist()]
+    if full_size is None:
+        return tuple(item["blurred"].shape[-2:])
+    return tuple(int(v) for v in torch.as_tensor(full_size).tolist())
 
 
 class BlurredInput:
@@ -511,9 +480,9 @@ def _write_metrics(out_dir: Path, spec: dict, history: list[dict]) -> None:
 class _Run:
     """One call of :func:`fit`: the model, its optimiser and the run's bookkeeping."""
 
-    def __init__(self, model, train_set, val_set, config, out_dir, spec, extra, context, sensor):
+    def __init__(self, model, train_set, val_set, config, out_dir, record, context):
         self.model, self.config, self.out_dir = model, config, out_dir
-        self.spec, self.extra, self.context, self.sensor = spec, extra, context, sensor
+        self.record, self.context = record, context
         self.train_set, self.val_set = train_set, val_set
         self.device = context.device
         self.amp = _use_amp(config.amp, self.device)
@@ -534,10 +503,7 @@ class _Run:
         )
         self.loss = _loss_function(config.loss, model)
         self.history: list[dict] = []
-        self.best_loss, self.best_epoch, self.stale_epochs = math.inf, 0, 0
-        # validation loss of the last improvement by more than min_improvement
-        self.plateau_loss = math.inf
-        self.environment = environment()
+        self.plateau = Plateau(config.min_improvement)
         self.sampler = training_sampler(train_set, context, config.seed)
         self.generator = torch.Generator()
         self.loader = DataLoader(
@@ -555,6 +521,10 @@ class _Run:
     def epoch(self) -> int:
         return self.history[-1]["epoch"] if self.history else 0
 
+    @property
+    def spec(self) -> dict:
+        return self.record.model
+
     def resume(self, state: dict) -> None:
         if state["model_spec"] != self.spec:
             raise CheckpointError(
@@ -571,9 +541,13 @@ class _Run:
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         self.history = state["history"]
-        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
-        self.stale_epochs = state["stale_epochs"]
-        self.plateau_loss = state.get("plateau_loss", self.best_loss)
+        self.plateau = Plateau(
+            self.config.min_improvement,
+            best_loss=state["best_loss"],
+            best_epoch=state["best_epoch"],
+            reference=state.get("plateau_loss", state["best_loss"]),
+            stale_epochs=state["stale_epochs"],
+        )
         stored = state.get("plan")
         if self.plan is None and stored and stored.get("budget_s") == self.config.time_budget_s:
             # a budgeted run keeps its plan; a run resumed with another length is replanned
@@ -676,18 +650,8 @@ class _Run:
             "images_per_s": images / train_time,
         }
 
-    def checkpoint_config(self, kind: str, row: dict) -> dict:
-        return {
-            "model": self.spec,
-            "kind": kind,
-            "epoch": row["epoch"],
-            "metrics": row,
-            "training": self.config.to_dict(),
-            "seed": self.config.seed,
-            "full_size": self.sensor,
-            "environment": self.environment,
-            **self.extra,
-        }
+    def checkpoint_config(self, kind: str, row: dict) -> CheckpointConfig:
+        return replace(self.record, kind=kind, epoch=row["epoch"], metrics=row)
 
     def save(self, row: dict, improved: bool) -> None:
         """Write this epoch's checkpoints and metrics (rank 0), best first: a crash
@@ -708,10 +672,10 @@ class _Run:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(),
                 "history": self.history,
-                "best_loss": self.best_loss,
-                "best_epoch": self.best_epoch,
-                "stale_epochs": self.stale_epochs,
-                "plateau_loss": self.plateau_loss,
+                "best_loss": self.plateau.best_loss,
+                "best_epoch": self.plateau.best_epoch,
+                "stale_epochs": self.plateau.stale_epochs,
+                "plateau_loss": self.plateau.reference,
                 "plan": self.plan,
             },
         )
@@ -738,11 +702,10 @@ class _Run:
             "budget_s": budget,
         }
 
-    def stop_reason(self) -> str | None:
+    def stop_reason(self) -> StopReason | None:
         if self.epoch >= self.planned_epochs:
             return "epochs"
-        patience = self.config.early_stopping_patience
-        if patience is not None and self.stale_epochs >= patience:
+        if self.plateau.spent(self.config.early_stopping_patience):
             return "early_stopping"
         budget = self.config.time_budget_s
         elapsed = self.history[-1]["elapsed_s"]
@@ -755,19 +718,22 @@ class _Run:
             return "time_budget"
         return None
 
+    def result(self, reason: StopReason) -> TrainingResult:
+        return TrainingResult(
+            self.out_dir, self.history, self.plateau.best_epoch, reason, plan=self.plan
+        )
+
     def train(self) -> TrainingResult:
         show = self.config.progress and self.context.is_main
         bar = tqdm(total=self.planned_epochs, initial=self.epoch, desc="training", disable=not show)
         reason = self.stop_reason() if self.history else None
         while reason is None:
-            row = self.run_epoch(self.epoch + 1)
-            improved = row["val_loss"] < self.best_loss
-            if row["val_loss"] < self.plateau_loss * (1 - self.config.min_improvement):
-                self.plateau_loss, self.stale_epochs = row["val_loss"], 0
-            else:
-                self.stale_epochs += 1
-            if improved:
-                self.best_loss, self.best_epoch = row["val_loss"], row["epoch"]
+            try:
+                row = self.run_epoch(self.epoch + 1)
+            except NonFiniteLossError as error:
+                error.result = self.result("non_finite")
+                raise
+            improved = self.plateau.update(row["epoch"], row["val_loss"])
             self.history.append(row)
             if self.context.is_main:
                 self.save(row, improved)
@@ -783,7 +749,7 @@ class _Run:
                         tqdm.write(_describe_plan(self.plan))
             reason = self.stop_reason()
         bar.close()
-        result = TrainingResult(self.out_dir, self.history, self.best_epoch, reason, plan=self.plan)
+        result = self.result(reason)
         if self.context.is_main:
             finished = {
                 "model": self.spec,
@@ -859,36 +825,47 @@ def fit(
     *,
     resume: bool = False,
     model_spec: dict | None = None,
-    extra_config: dict | None = None,
+    record: CheckpointConfig | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``train_set``, validating on ``val_set`` after every epoch.
 
     ``model(blurred (N, C, H, W), origin=(N, 2) | None, full_size=(2,) | None)`` must return
     the sharp estimate (N, C, H, W). ``model_spec = {"name", "options"}`` (the registry
     name and options the model was built with) makes the checkpoints loadable with
-    :func:`~coordgate.training.checkpoint.load_checkpoint`; ``extra_config`` (JSON: e.g.
-    normalisation, PSF field, data set manifest) is stored in every checkpoint.
+    :func:`~coordgate.training.checkpoint.load_checkpoint`. ``record``: what every
+    checkpoint records of the data (its ``normalisation``, ``psf_field``, ``dataset``,
+    ``preset``); the run writes the rest of the
+    :class:`~coordgate.training.checkpoint.CheckpointConfig` (model, sensor size, epoch,
+    metrics, training options, environment).
 
     ``out_dir`` already holding the same finished run: nothing is trained, its result is
     returned (``reused=True``). ``resume=True`` continues an interrupted run from its last
     epoch (bit-identically on the CPU), or starts afresh when there is none; without it,
     an unfinished run in ``out_dir`` is an error. On return ``model`` holds the weights of
-    the best epoch. Raises :class:`NonFiniteLossError` when the loss stops being finite.
+    the best epoch, also when the loss stops being finite and
+    :class:`~coordgate.training.stopping.NonFiniteLossError` is raised (see the NaN
+    policy of :mod:`coordgate.training.stopping`).
     """
     config = config or TrainConfig()
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    extra = dict(extra_config or {})
-    clash = sorted(_RESERVED_KEYS & set(extra))
-    if clash:
-        raise ValueError(f"extra_config may not use the reserved keys {clash}")
+    if record is not None and not isinstance(record, CheckpointConfig):
+        raise ValueError(f"record must be a CheckpointConfig, got {type(record).__name__}")
     sensor = _sensor_size(_check_dataset(train_set, "train_set"))
     _check_dataset(val_set, "val_set")
     out_dir = Path(out_dir)
     spec = _check_spec(model, model_spec)
     context = init_distributed(config.device)
+    record = replace(
+        record or CheckpointConfig(spec),
+        model=spec,
+        full_size=sensor,
+        training=config.to_dict(),
+        seed=config.seed,
+        environment=environment(),
+    )
 
     finished = _finished_run(out_dir, spec, config, resume)
     if finished is not None:
@@ -899,14 +876,23 @@ def fit(
         raise ValueError(
             f"{out_dir} already holds a run; resume it or choose another output directory"
         )
-    run = _Run(model, train_set, val_set, config, out_dir, spec, extra, context, sensor)
+    run = _Run(model, train_set, val_set, config, out_dir, record, context)
     if resume and state_path.is_file():
         run.resume(load_training_state(state_path))
         if context.is_main:
             (out_dir / FINISHED_FILE).unlink(missing_ok=True)
     else:
         _seed_everything(config.seed)
-    result = run.train()
+    try:
+        result = run.train()
+    except NonFiniteLossError as error:
+        if error.result.best_epoch:
+            _restore_best(model, error.result)
+        raise
+    _restore_best(model, result)
+    return result
+
+
+def _restore_best(model: nn.Module, result: TrainingResult) -> None:
     model.to(memory_format=torch.contiguous_format)
     load_weights(model, result.best_checkpoint)
-    return result

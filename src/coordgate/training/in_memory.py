@@ -7,9 +7,8 @@ improving (``ReduceLROnPlateau``), training stopped when it has not improved for
 :func:`~coordgate.training.fit.fit`'s language: the options are
 :class:`~coordgate.training.fit.TrainConfig`'s, the result a
 :class:`~coordgate.training.fit.TrainingResult` (without a run directory: the best
-weights come back in ``best_state``). Its stop reasons are ``"plateau"`` (early
-stopping), ``"max_epochs"`` (all ``epochs`` ran) or ``"non-finite"`` (the loss became NaN
-or infinite; the best weights are kept); the 1D study's saved runs record these words.
+weights come back in ``best_state``), the stop reasons, the plateau rule and the NaN
+policy those of :mod:`coordgate.training.stopping`.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coordgate.training.fit import TrainConfig, TrainingResult
+from coordgate.training.stopping import NonFiniteLossError, Plateau, StopReason
 
 __all__ = ["fit_tensors"]
 
@@ -81,7 +81,9 @@ def fit_tensors(
     last improvement; the learning rate is multiplied by ``lr_factor`` after
     ``lr_patience`` epochs without one and training stops after
     ``early_stopping_patience`` (None: runs all ``epochs``). ``seed`` fixes the batch
-    order. The model ends with the best weights, which the result also holds.
+    order. The model ends with the best weights, which the result also holds; a loss
+    that is not finite raises :class:`~coordgate.training.stopping.NonFiniteLossError`
+    with that result.
     """
     _check_pair(train, "train")
     _check_pair(val, "val")
@@ -135,10 +137,9 @@ def _train(
         threshold_mode="rel",
     )
     generator = torch.Generator().manual_seed(config.seed)
-    best_val, best_epoch, history = math.inf, 0, []
-    reference, improved_at = math.inf, 0
+    plateau, history = Plateau(config.min_improvement), []
     best_state = copy.deepcopy(model.state_dict())
-    stop_reason = "max_epochs"
+    stop_reason: StopReason = "epochs"
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in _epochs(config):
         order = torch.randperm(len(x), generator=generator).to(x.device)
@@ -154,29 +155,22 @@ def _train(
             )
         )
         if not math.isfinite(val_loss) or not math.isfinite(train_loss):
-            stop_reason = "non-finite"
+            stop_reason = "non_finite"
             break
-        if val_loss < best_val:
-            best_val, best_epoch = val_loss, epoch
+        if plateau.update(epoch, val_loss):
             best_state = copy.deepcopy(model.state_dict())
-        # Only a relative improvement resets the plateau clock: a loss creeping down by
-        # rounding noise is a plateau too.
-        if val_loss < reference * (1 - config.min_improvement):
-            reference, improved_at = val_loss, epoch
-        elif _patience_spent(config, epoch - improved_at):
-            stop_reason = "plateau"
+        if plateau.spent(config.early_stopping_patience):
+            stop_reason = "early_stopping"
             break
         scheduler.step(val_loss)
     model.load_state_dict(best_state)
-    return TrainingResult(
+    result = TrainingResult(
         history=history,
-        best_epoch=best_epoch,
+        best_epoch=plateau.best_epoch,
         stop_reason=stop_reason,
         best_state=best_state,
         cpu_time_s=time.process_time() - cpu_start,
     )
-
-
-def _patience_spent(config: TrainConfig, epochs_without_improvement: int) -> bool:
-    patience = config.early_stopping_patience
-    return patience is not None and epochs_without_improvement >= patience
+    if stop_reason == "non_finite":
+        raise NonFiniteLossError(history[-1]["epoch"], None, result=result)
+    return result

@@ -49,7 +49,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ _ROUNDS = 4
 _NEWTON_STEPS = 4
 #: How PSFs are centred: on the chief ray found by a pupil fit, or on their centroid.
 Centre = Literal["chief_ray", "centroid"]
-CENTRES: tuple[str, ...] = ("chief_ray", "centroid")
+CENTRES: tuple[Centre, ...] = get_args(Centre)
 # Anchor points per axis of the chief-ray fit; the median relative residual above which
 # the diffraction model is taken not to describe the PSFs.
 _ANCHORS = 5
@@ -113,7 +113,7 @@ _MAX_PUPIL_RESIDUAL = 0.2
 #: the pupil field when its median held-out residual is within ``_PUPIL_TOLERANCE`` times
 #: the low-rank field's.
 FieldModel = Literal["auto", "pupil", "low_rank"]
-FIELD_MODELS: tuple[str, ...] = ("auto", "pupil", "low_rank")
+FIELD_MODELS: tuple[FieldModel, ...] = get_args(FieldModel)
 _PUPIL_TOLERANCE = 1.25
 # "auto" tries the pupil field from this many used beads per polynomial term on: with
 # fewer, its polynomials are barely determined between far-apart beads.

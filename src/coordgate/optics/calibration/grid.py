@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coordgate.data.io import read_frames
+from coordgate.images import read_frames
 from coordgate.optics.calibration.beads import Bead, centroids
 from coordgate.optics.calibration.fit import Calibration, sample_field, sensor_positions
 from coordgate.optics.calibration.model import DEFAULT_MAX_EXTRAPOLATION, fit_smooth_field

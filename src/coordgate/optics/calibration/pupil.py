@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from coordgate.optics.psf import ABERRATIONS, _pupil_grid, zernike
+from coordgate.optics.psf import ABERRATIONS, pupil_grid, zernike
 
 __all__ = ["DEFOCUS_STARTS", "PupilFit", "check_pupil_scale", "chief_ray_offsets"]
 
@@ -58,7 +58,7 @@ class PupilFit:
     def __init__(self, psf_size: int, pupil_scale: float = 1.0) -> None:
         check_pupil_scale(pupil_scale)
         self.psf_size = psf_size
-        self.grid = _pupil_grid(psf_size, pupil_scale)
+        self.grid = pupil_grid(psf_size, pupil_scale)
         freq = torch.fft.fftfreq(self.grid, dtype=torch.float64)
         fy, fx = torch.meshgrid(freq, freq, indexing="ij")
         rho = torch.hypot(fy, fx) / (pupil_scale / 4)

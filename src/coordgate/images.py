@@ -5,8 +5,8 @@ several channels (RGB, or a TIFF ``C`` / ``S`` axis). :func:`read_frames` turns 
 them into a stack of single-channel float32 frames, which is what the blur model
 works on. A TIFF's pixel size (:func:`read_pixel_size`: its resolution tags, with the unit
 of its ResolutionUnit tag or of ImageJ's metadata) can be written again with the
-result. ``tifffile`` and ``Pillow`` are imported on first use, so the rest of
-:mod:`coordgate.data` needs only torch and numpy.
+result. ``tifffile`` and ``Pillow`` are imported on first use, so the modules that
+import this one need only torch and numpy until a file is read or written.
 """
 
 from __future__ import annotations
