@@ -8,7 +8,8 @@ process under ``xvfb-run`` (Debian's xvfb, Mesa's software OpenGL) when it is in
 else on ``$DISPLAY``; with neither it skips and says why. ``COORDGATE_REQUIRE_NAPARI=1``
 (CI) turns every such skip into a failure. ``COORDGATE_NAPARI_SCREENSHOT=PATH`` keeps a
 copy of the screenshot (``docs/napari_screenshot.png`` comes from here). The checkpoint
-is ``COORDGATE_NAPARI_CHECKPOINT`` when set, else a committed reference checkpoint (a
+is ``COORDGATE_NAPARI_CHECKPOINT`` when set (a reference name such as ``sensor/cg-unet3``,
+or a path), else a committed reference checkpoint (a
 CoordGate U-Net first), else a tiny untrained model.
 """
 
@@ -158,10 +159,14 @@ def _pick_checkpoint(widget, fallback: str) -> str:
     from coordgate.napari.deblur import reference_checkpoints
 
     chosen = os.environ.get("COORDGATE_NAPARI_CHECKPOINT")
+    references = reference_checkpoints()
+    if chosen in references:  # a name from the widget's reference list, e.g. sensor/cg-unet3
+        widget.reference.value = widget.reference.get_choice(chosen)
+        return chosen
     if chosen:
         widget.checkpoint.value = chosen
         return chosen
-    names = sorted(reference_checkpoints(), key=lambda name: ("cg-unet" not in name, name))
+    names = sorted(references, key=lambda name: ("cg-unet" not in name, name))
     if names:
         widget.reference.value = widget.reference.get_choice(names[0])
         return names[0]
