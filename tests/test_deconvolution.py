@@ -16,13 +16,13 @@ from coordgate.deconvolution import (
     DEFAULT_ITERATIONS,
     STOP_DISCREPANCY,
     TV_STRENGTH,
-    WIENER_GRID,
     DeconvolutionSettings,
     check_frame,
     deconvolve_frame,
     field_frame,
 )
 from coordgate.optics import MeasuredField, PSFField
+from coordgate.optics.restoration import WIENER_GRID
 from coordgate.training.metrics import psnr
 from tests.helpers import sharp_and_blurred
 

@@ -15,8 +15,8 @@ sensor:
   amplify the noise on the defaults' frames, and stopping early only lost detail, so by
   default it does not stop early (``STOP_DISCREPANCY``); without it (``tv=0``) the
   stop at 0.9 is what keeps plain Richardson-Lucy from amplifying the noise.
-- ``wiener``: :func:`~coordgate.optics.spatially_varying_wiener`, the Wiener filters of a
-  ``WIENER_GRID`` x ``WIENER_GRID`` grid of the field's PSFs blended over the sensor,
+- ``wiener``: :func:`~coordgate.optics.spatially_varying_wiener`, the Wiener filters of its
+  default grid of the field's PSFs (``optics.restoration.WIENER_GRID``) blended over the sensor,
   with a noise-to-signal ``balance``.
 
 Every result reports its data fit, ``|A x + b - y| / |y|``, beside what the noise alone
@@ -52,7 +52,6 @@ import torch
 from coordgate.frames import Frame, resolve_frame
 from coordgate.optics import NoiseLevel, PSFField, TiledBlur, estimate_noise
 from coordgate.optics.restoration import (
-    WIENER_GRID,
     richardson_lucy_steps,
     spatially_varying_wiener,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "METHODS",
     "STOP_DISCREPANCY",
     "TV_STRENGTH",
-    "WIENER_GRID",
     "Deconvolution",
     "DeconvolutionSettings",
     "check_frame",
@@ -271,7 +269,6 @@ def _wiener(
         y - settings.background,
         field,
         balance=settings.balance,
-        grid_size=WIENER_GRID,
         origin=where.origin,
         full_size=where.full_size,
     )

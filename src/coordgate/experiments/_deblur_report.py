@@ -94,8 +94,8 @@ def convergence_note(rows: list[dict]) -> str:
     """How the runs ended: the networks' runs counted by stop reason (an annealed cosine
     that reached its planned epochs is no plateau: the halving test judges that), and a
     classical method whose best validation setting is the last one tried."""
-    runs = [run for r in rows if r["params"] for run in r.get("runs", [])]
-    reasons = Counter(run["stopped"] for run in runs)
+    runs = [(r["name"], run) for r in rows if r["params"] for run in r.get("runs", [])]
+    reasons = Counter(run["stopped"] for _, run in runs)
     text = (
         f"**How the runs ended:** {len(runs)} network runs: "
         + ", ".join(
@@ -104,9 +104,8 @@ def convergence_note(rows: list[dict]) -> str:
         )
         + "."
     )
-    stopped_early = sorted({f"{r['name']} (seed {run['seed']}: {run['stopped']})" for r in rows
-                            for run in r.get("runs", []) if r["params"]
-                            and run["stopped"] not in ("epochs", "early_stopping")})  # fmt: skip
+    stopped_early = sorted({f"{name} (seed {run['seed']}: {run['stopped']})" for name, run in runs
+                            if run["stopped"] not in ("epochs", "early_stopping")})  # fmt: skip
     if stopped_early:
         text += f" Cut short: {', '.join(stopped_early)}; their scores are lower bounds."
     capped = [r for r in rows if r["name"] == "sv-rl" and r["val_psnr"]
@@ -249,6 +248,10 @@ def harm_lines(results: dict) -> list[str]:
     images (whole, inside, edge), with the likely cause."""
     baseline = results["blurred_input"]
     noisy = results["preset"].get("noise", False)
+    # only uniform crop origins leave the sensor's edge with fewer training crops
+    starved_edge = bool(results["preset"].get("crop")) and (
+        results["preset"].get("crop_origins") == "uniform"
+    )
     lines = []
     for row in results["models"]:
         for key, band in _BAND_CAUSES.items():
@@ -258,7 +261,9 @@ def harm_lines(results: dict) -> list[str]:
                 cause = "its regularisation amplifies noise" if noisy else "ringing"
             else:
                 cause = "it learned synthetic microscopy only; real images' textures differ" + (
-                    ", and it saw few training crops there" if key == "real_edge_psnr" else ""
+                    ", and it saw few training crops there"
+                    if key == "real_edge_psnr" and starved_edge
+                    else ""
                 )
             lines.append(
                 f"- **{row['name']}** is below the blurred input in {band}: "

@@ -61,14 +61,16 @@ MAX_OUTSIDE = 0.05
 _WIDEST = 4
 
 
-class FieldModel(Protocol):
+class PredictsPSFs(Protocol):
+    """A fitted field, as far as the self-check needs one: its PSFs at sensor positions."""
+
     def psfs_at(self, y: Any, x: Any) -> np.ndarray: ...
 
 
 def held_out_residuals(
     psfs: np.ndarray,
     positions: np.ndarray,
-    refit: Callable[[np.ndarray], FieldModel],
+    refit: Callable[[np.ndarray], PredictsPSFs],
     folds: int = FOLDS,
 ) -> np.ndarray:
     """Each PSF's residual against a field refitted without its fold: (N, K, K) -> (N,).
