@@ -116,8 +116,10 @@ def test_pupil_field_extrapolates_a_coma_lens_into_the_corners():
     positions = np.random.default_rng(4).uniform(-0.75, 0.75, (24, 2))
     psfs = truth.psfs_at(*torch.from_numpy(positions).T).numpy()
     _, coefficients, _ = chief_ray_offsets(psfs[:8])
-    pupil, shifts = fit_pupil_field(psfs, positions, positions[:8], coefficients)
+    pupil, shifts, pedestals = fit_pupil_field(psfs, positions, positions[:8], coefficients)
     np.testing.assert_allclose(shifts, 0, atol=0.02)
+    # Exact PSFs: nothing is left for a background error to explain.
+    np.testing.assert_allclose(pedestals, 0, atol=1e-3)
     assert np.median(pupil.residuals) < 0.01
     # Beyond the outermost PSFs, as far as the frame's corners.
     corners = np.array([[-0.95, -0.95], [-0.95, 0.95], [0.95, 0.95], [0.95, -0.95]])
@@ -127,6 +129,28 @@ def test_pupil_field_extrapolates_a_coma_lens_into_the_corners():
         want.reshape(4, -1), axis=1
     )
     assert error.max() < 0.01, error
+
+
+def test_the_pupil_fit_finds_a_background_error_in_the_windows():
+    """PSFs less a pedestal that grows across the sensor (a local background estimated
+    too high where the wings are wide): the fit recovers the pedestal and the true field."""
+    from coordgate.optics.calibration.pupil import chief_ray_offsets
+    from coordgate.optics.calibration.pupil_field import fit_pupil_field
+
+    truth = _lens(astigmatism=0.08, coma=0.1)
+    positions = np.random.default_rng(4).uniform(-0.75, 0.75, (30, 2))
+    psfs = truth.psfs_at(*torch.from_numpy(positions).T).numpy()
+    share = 0.05 + 0.03 * positions[:, 1]  # of each window's sum
+    biased = psfs - share[:, None, None] / K**2
+    biased /= biased.sum(axis=(-2, -1), keepdims=True)
+    _, coefficients, _ = chief_ray_offsets(biased[:8])
+    pupil, _, pedestals = fit_pupil_field(biased, positions, positions[:8], coefficients)
+    np.testing.assert_allclose(pedestals, share, atol=5e-3)
+    got = pupil.psfs_at(*positions.T)
+    error = np.linalg.norm((got - psfs).reshape(30, -1), axis=1) / np.linalg.norm(
+        psfs.reshape(30, -1), axis=1
+    )
+    assert error.max() < 0.02, error
 
 
 def test_aligned_errors_of_a_field_against_itself_vanish():

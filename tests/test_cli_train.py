@@ -18,6 +18,7 @@ from PIL import Image
 
 from coordgate.cli import main
 from coordgate.data.normalization import PercentileNormalizer
+from coordgate.images import PixelSize, read_pixel_size, write_tiff
 from coordgate.inference import predict
 from coordgate.models import build_model
 from coordgate.training import CheckpointConfig, load_weights, save_checkpoint
@@ -56,6 +57,16 @@ def test_deblur_writes_float32_tiffs_in_the_input_range(tmp_path, capsys):
     expected = NORMALISER.denormalize(predict(model, NORMALISER.normalize(pixels.astype("f4"))))
     np.testing.assert_allclose(single, expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(stack[0], single, rtol=1e-5, atol=1e-4)
+
+
+def test_deblur_keeps_the_input_tiffs_pixel_size(tmp_path):
+    pixels, png, _ = images(tmp_path)
+    tif = write_tiff(tmp_path / "in" / "sized.tif", pixels, pixel_size=PixelSize(0.2, 0.25, "um"))
+    ckpt = checkpoint(tmp_path, normalisation=NORMALISER.to_dict())
+    out = tmp_path / "out"
+    assert main(["deblur", "--checkpoint", ckpt, png, str(tif), "-o", str(out)]) == 0
+    assert read_pixel_size(out / "sized.tif") == pytest.approx(PixelSize(0.2, 0.25, "um"))
+    assert read_pixel_size(out / "cells.tif") is None  # a PNG records none
 
 
 def test_deblur_keeps_normalised_output_when_asked(tmp_path):

@@ -21,7 +21,7 @@ from coordgate.experiments._varying_conv1d import (
     spatially_varying_matrix,
 )
 from coordgate.models.cnn1d import build_from_label, parse_label
-from coordgate.training import TrainingResult
+from coordgate.training import TrainConfig, TrainingResult
 from coordgate.training.in_memory import fit_tensors
 from coordgate.training.stopping import NonFiniteLossError
 
@@ -92,13 +92,17 @@ def _linear_problem(samples=240, size=13):
     return data.train, data.val
 
 
+def _config(**options) -> TrainConfig:
+    return TrainConfig(**{"progress": False, **options})
+
+
 def test_fit_tensors_learns_and_is_reproducible():
     train, val = _linear_problem()
     results = []
     for _ in range(2):
         torch.manual_seed(0)
         model = build_from_label("CNN(1,5,1)")
-        fit = fit_tensors(model, train, val, lr=1e-2, batch_size=32, epochs=15, seed=2)
+        fit = fit_tensors(model, train, val, _config(lr=1e-2, batch_size=32, epochs=15, seed=2))
         results.append((fit, model))
     (fit, model), (fit2, model2) = results
     assert fit.history[-1]["train_loss"] < 0.5 * fit.history[0]["train_loss"]
@@ -111,16 +115,8 @@ def test_fit_tensors_learns_and_is_reproducible():
 def test_fit_tensors_halves_the_learning_rate_and_stops_on_a_plateau():
     train, val = _linear_problem()
     model = build_from_label("CNN(1,1,1)")  # cannot fit H: the loss stalls quickly
-    fit = fit_tensors(
-        model,
-        train,
-        val,
-        lr=0.05,
-        batch_size=64,
-        epochs=500,
-        early_stopping_patience=6,
-        lr_patience=2,
-    )
+    config = _config(lr=0.05, batch_size=64, epochs=500, early_stopping_patience=6, lr_patience=2)
+    fit = fit_tensors(model, train, val, config)
     assert fit.stop_reason == "early_stopping" and len(fit.history) < 500
     rates = [h["lr"] for h in fit.history]
     assert rates[0] == 0.05 and min(rates) <= 0.025
@@ -132,7 +128,7 @@ def test_fit_tensors_stops_on_non_finite_loss_and_keeps_the_best_weights():
     model = build_from_label("CNN(1,3,1)")
     start = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match="epoch 1 validation") as caught:
-        fit_tensors(model, train, val, epochs=5, loss_fn=lambda p, t: (p - t).sum() / 0)
+        fit_tensors(model, train, val, _config(epochs=5), loss_fn=lambda p, t: (p - t).sum() / 0)
     fit = caught.value.result
     assert fit.stop_reason == "non_finite" and len(fit.history) == 1
     torch.testing.assert_close(model.state_dict(), start)
@@ -141,9 +137,8 @@ def test_fit_tensors_stops_on_non_finite_loss_and_keeps_the_best_weights():
 def test_fit_tensors_speaks_fits_vocabulary():
     train, val = _linear_problem()
     model = build_from_label("CNN(1,1,1)")  # would stop on a plateau with a patience
-    fit = fit_tensors(
-        model, train, val, lr=0.05, batch_size=64, epochs=12, early_stopping_patience=None
-    )
+    config = _config(lr=0.05, batch_size=64, epochs=12, early_stopping_patience=None)
+    fit = fit_tensors(model, train, val, config)
     assert isinstance(fit, TrainingResult) and fit.out_dir is None
     assert fit.stop_reason == "epochs" and len(fit.history) == 12
     assert fit.best["val_loss"] == fit.best_val_loss and fit.cpu_time_s > 0
@@ -151,21 +146,39 @@ def test_fit_tensors_speaks_fits_vocabulary():
 
 
 @pytest.mark.parametrize(
-    "options",
+    "options, message",
     [
-        dict(batch_size=0),
-        dict(epochs=0),
-        dict(lr=0.0),
-        dict(lr_factor=1.0),
-        dict(train=(torch.zeros(3, 1, 5),)),
-        dict(val=(torch.zeros(3, 1, 5), torch.zeros(2, 1, 5))),
+        (dict(train=(torch.zeros(3, 1, 5),)), "train must be a pair"),
+        (dict(val=(torch.zeros(3, 1, 5), torch.zeros(2, 1, 5))), "same, non-zero number"),
+        (dict(config={"epochs": 3}), "config must be a TrainConfig"),
+        (dict(config=_config(schedule="cosine")), r"\['schedule'\] must be \['plateau'\]"),
+        (dict(config=_config(warmup_epochs=1, steps=9)), r"\['steps', 'warmup_epochs'\]"),
+        (dict(config=_config(loss="mae"), loss_fn=torch.nn.functional.l1_loss), "not both"),
     ],
 )
-def test_fit_tensors_validates_its_arguments(options):
+def test_fit_tensors_validates_its_arguments(options, message):
     train, val = _linear_problem(30, 5)
-    arguments = dict(train=train, val=val) | options
-    with pytest.raises(ValueError):
+    arguments = dict(train=train, val=val, config=_config(epochs=1)) | options
+    with pytest.raises(ValueError, match=message):
         fit_tensors(build_from_label("CNN(1,3,1)"), **arguments)
+
+
+def test_fit_tensors_trains_on_the_configs_named_loss():
+    train, val = _linear_problem(60, 7)
+    fits = {}
+    for loss in ("mse", "mae"):
+        torch.manual_seed(0)
+        fit = fit_tensors(build_from_label("CNN(1,3,1)"), train, val, _config(epochs=1, loss=loss))
+        fits[loss] = fit.history[0]["val_loss"]
+    torch.manual_seed(0)
+    mae = fit_tensors(
+        build_from_label("CNN(1,3,1)"),
+        train,
+        val,
+        _config(epochs=1),
+        loss_fn=torch.nn.functional.l1_loss,
+    )
+    assert fits["mae"] == mae.history[0]["val_loss"] != fits["mse"]
 
 
 # ---------------------------------------------------------------------------- the study
@@ -185,8 +198,7 @@ TINY = conv1d.Preset(
     seeds=1,
     ablation=("CG(1,5,3,2)", "CG(1,5,2,1)"),
     samples=300,
-    batch_size=60,
-    max_epochs=3,
+    training=dataclasses.replace(conv1d.SCHEDULE, batch_size=60, epochs=3),
     infer_batch=50,
     infer_repeats=2,
 )
@@ -280,8 +292,26 @@ def test_write_outputs_returns_new_results_and_leaves_its_input_alone(tmp_path):
 def test_changed_settings_retrain_instead_of_reusing_runs(tmp_path):
     preset = dataclasses.replace(TINY, models=("CNN(1,5,1)",))
     first = conv1d.run_study(preset, tmp_path, progress=False)
-    longer = conv1d.run_study(dataclasses.replace(preset, max_epochs=4), tmp_path, progress=False)
+    longer = conv1d.run_study(preset.with_training(epochs=4), tmp_path, progress=False)
     assert first["models"][0]["epochs_median"] == 3 and longer["models"][0]["epochs_median"] == 4
+    slower = preset.with_training(epochs=4, lr_factor=0.1)
+    assert conv1d.run_study(slower, tmp_path, progress=False)["resumed_runs"] == 0
+
+
+def test_runs_recorded_in_the_old_words_are_reused(tmp_path):
+    preset = dataclasses.replace(TINY, models=("CNN(1,5,1)",), ablation_seeds=0)
+    first = conv1d.run_study(preset, tmp_path, progress=False)
+    (path,) = (tmp_path / "runs").glob("*.pt")
+    record = torch.load(path, weights_only=True)
+    old = {k: v for k, v in record["config"].items() if k not in ("lr_factor", "loss")}
+    old["max_epochs"], old["patience"] = old.pop("epochs"), old.pop("early_stopping_patience")
+    torch.save({**record, "config": old}, path)
+    again = conv1d.run_study(preset, tmp_path, progress=False)
+    assert again["resumed_runs"] == 1
+    assert again["models"][0]["train_s"] == first["models"][0]["train_s"]
+    # a record of another schedule in the old words is not
+    torch.save({**record, "config": {**old, "max_epochs": 9}}, path)
+    assert conv1d.run_study(preset, tmp_path, progress=False)["resumed_runs"] == 0
 
 
 def test_study_rejects_repeated_models(tmp_path):

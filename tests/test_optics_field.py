@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from coordgate.optics import GaussianField, LensField, MeasuredField, PSFField, psf_width
+from coordgate.optics import (
+    BUILT_IN_FIELDS,
+    GaussianField,
+    LensField,
+    MeasuredField,
+    PSFField,
+    psf_width,
+)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +156,16 @@ def test_spherical_aberration_makes_the_two_sides_of_a_tilted_focus_differ():
     left, right = lens.psf_at(0.0, -0.8), lens.psf_at(0.0, 0.8)
     assert (left - right).norm() > 0.3 * right.norm()
     assert PSFField.from_config(lens.config()).config()["tilt"] == 0.6
+
+
+def test_fields_a_user_names(tmp_path):
+    assert list(BUILT_IN_FIELDS) == ["default", "gaussian"]
+    assert PSFField.from_spec("default").config() == PSFField.default().config()
+    assert PSFField.from_spec("gaussian").config() == PSFField.gaussian().config()
+    path = PSFField.gaussian(psf_size=9).save(tmp_path / "field.npz")
+    assert PSFField.from_spec(path).psf_size == PSFField.from_spec(str(path)).psf_size == 9
+    expected = "--field must be 'default', 'gaussian' or a .npz file, got 'lens.json'"
+    with pytest.raises(ValueError, match=expected):
+        PSFField.from_spec("lens.json", "--field")
+    with pytest.raises(FileNotFoundError):
+        PSFField.from_spec(tmp_path / "absent.npz")

@@ -61,11 +61,13 @@ def test_a_second_build_waits_or_with_no_wait_fails_at_once(tmp_path, reference)
         assert refused.returncode == 2 and "Traceback" not in output
         assert f"another build of {out} is running (pid {os.getpid()}); not waiting" in output
         waiting = _build_process(out, "--n", "48")
-        time.sleep(3)
+        # Hold the lock until the second build says it waits (however loaded the machine).
+        said = waiting.stdout.readline().decode()
+        assert f"another build of {out} is running (pid {os.getpid()}); waiting…" in said
+        time.sleep(0.5)
         assert waiting.poll() is None  # blocked on the lock
-    output = waiting.communicate(timeout=300)[0].decode()
+    output = said + waiting.communicate(timeout=300)[0].decode()
     assert waiting.returncode == 0, output
-    assert f"another build of {out} is running (pid {os.getpid()}); waiting…" in output
     _same_cache(PairCache(out), reference)
 
 

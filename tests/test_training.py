@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -429,6 +430,50 @@ def test_fit_rejects_bad_inputs(tmp_path):
         fit(Frozen(), PairSet(2, seed=0), val, quiet(), tmp_path, record={"model": 1})
     with pytest.raises(ValueError, match="device"):
         fit(Frozen(), PairSet(2, seed=0), val, quiet(device="tpu"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(model=PLAIN),
+        dict(full_size=(64, 64)),
+        dict(seed=7),
+        dict(training={"epochs": 99}),
+        dict(epoch=3, metrics={"val_loss": 0.0}),
+    ],
+)
+def test_fit_refuses_a_record_that_sets_what_the_run_writes(tmp_path, fields):
+    record = CheckpointConfig(**{"model": SPEC, **fields})
+    with pytest.raises(ValueError, match=re.escape(f"record sets {sorted(set(fields))}")):
+        fit(
+            new_model(),
+            PairSet(2, seed=0),
+            PairSet(2, seed=1),
+            quiet(epochs=1),
+            tmp_path,
+            model_spec=SPEC,
+            record=record,
+        )
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_record_may_repeat_what_the_run_writes(tmp_path):
+    config = quiet(epochs=1)
+    record = CheckpointConfig(
+        SPEC, full_size=(48, 60), seed=0, training=config.to_dict(), dataset={"name": "tiny"}
+    )
+    fit(
+        new_model(),
+        PairSet(2, seed=0),
+        PairSet(2, seed=1),
+        config,
+        tmp_path,
+        model_spec=SPEC,
+        record=record,
+    )
+    _, written = load_checkpoint(tmp_path)
+    assert written.dataset == {"name": "tiny"} and written.full_size == (48, 60)
+    assert written.epoch == 1 and written.kind == "best"
 
 
 def test_bf16_channels_last_training_saves_plain_checkpoints(tmp_path):

@@ -27,7 +27,8 @@ import torch
 
 from coordgate.data.normalization import PercentileNormalizer
 from coordgate.devices import resolve_device
-from coordgate.inference import predict
+from coordgate.frames import FrameLike
+from coordgate.inference import Tile, predict
 from coordgate.models import DeblurringModel
 from coordgate.training.checkpoint import CheckpointConfig, load_checkpoint
 
@@ -95,9 +96,9 @@ class Deblurrer:
     def sensor_frame(
         self,
         size: Sequence[int],
-        origin: Sequence[float] | None = None,
-        full_size: Sequence[float] | None = None,
-    ) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+        origin: FrameLike = None,
+        full_size: FrameLike = None,
+    ) -> tuple[FrameLike, FrameLike]:
         """(origin, full_size) of an image of ``size`` (H, W), checked against the
         checkpoint's sensor frame.
 
@@ -126,10 +127,10 @@ class Deblurrer:
         self,
         frame: np.ndarray,
         *,
-        tile: int | str | None = "auto",
+        tile: Tile = "auto",
         overlap: int | None = None,
-        origin: Sequence[float] | None = None,
-        full_size: Sequence[float] | None = None,
+        origin: FrameLike = None,
+        full_size: FrameLike = None,
         keep_normalised: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
@@ -154,10 +155,10 @@ def deblur_frame(
     frame: np.ndarray,
     normaliser: PercentileNormalizer | None,
     *,
-    tile: int | str | None = "auto",
+    tile: Tile = "auto",
     overlap: int | None = None,
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
     keep_normalised: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:

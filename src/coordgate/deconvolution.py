@@ -49,7 +49,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from coordgate.frames import Frame, resolve_frame
+from coordgate.frames import Frame, FrameLike, resolve_frame
 from coordgate.optics import NoiseLevel, PSFField, TiledBlur, estimate_noise
 from coordgate.optics.restoration import (
     richardson_lucy_steps,
@@ -198,8 +198,8 @@ def check_frame(frame: np.ndarray, name: str = "the image") -> None:
 def field_frame(
     field: PSFField,
     size: Sequence[int],
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
 ) -> Frame:
     """Where a frame of ``size`` (H, W) lies on the field's sensor, checked.
 
@@ -208,25 +208,27 @@ def field_frame(
     the field's. Without a recorded size the frame is the whole sensor unless told.
     """
     sensor = field.sensor_size
-    if sensor is not None:
-        if full_size is None and origin is None and tuple(size) != sensor:
+    if sensor is None:
+        if origin is not None and full_size is None:
             raise ValueError(
-                f"the PSF field was measured on a {sensor[0]}x{sensor[1]} sensor but the image "
-                f"is {size[0]}x{size[1]}; expected a whole {sensor[0]}x{sensor[1]} frame, or "
-                "a crop of it with its origin on the sensor"
+                f"the image lies at sensor position {tuple(origin)} but the field records no "
+                "sensor size; give the sensor's full size"
             )
-        if full_size is not None and tuple(float(s) for s in full_size) != sensor:
-            raise ValueError(
-                f"the PSF field was measured on a {sensor[0]}x{sensor[1]} sensor, not on the "
-                f"{full_size[0]:g}x{full_size[1]:g} sensor given; expected full size {sensor}"
-            )
-        full_size = sensor
-    elif origin is not None and full_size is None:
+        return resolve_frame(tuple(size), origin, full_size)
+    if full_size is None and origin is None and tuple(size) != sensor:
         raise ValueError(
-            f"the image lies at sensor position {tuple(origin)} but the field records no "
-            "sensor size; give the sensor's full size"
+            f"the PSF field was measured on a {sensor[0]}x{sensor[1]} sensor but the image "
+            f"is {size[0]}x{size[1]}; expected a whole {sensor[0]}x{sensor[1]} frame, or "
+            "a crop of it with its origin on the sensor"
         )
-    return resolve_frame(tuple(size), origin, full_size)
+    frame = resolve_frame(tuple(size), origin, sensor if full_size is None else full_size)
+    if frame.full_size != tuple(float(s) for s in sensor):
+        given = frame.full_size
+        raise ValueError(
+            f"the PSF field was measured on a {sensor[0]}x{sensor[1]} sensor, not on the "
+            f"{given[0]:g}x{given[1]:g} sensor given; expected full size {sensor}"
+        )
+    return frame
 
 
 def tv_weight(
@@ -279,8 +281,8 @@ def deconvolve_frame(
     field: PSFField,
     settings: DeconvolutionSettings,
     *,
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> Deconvolution:

@@ -1,16 +1,18 @@
 """Sub-commands of the ``coordgate`` CLI: one module each, each with ``register(subparsers)``.
 
 The helpers here are what several commands share: planning the output files of a list of
-images, and reading option values (a word or a number, ``--tile``, ``--psf-field``).
+images and writing them, and reading option values (a word or a number, ``--tile``,
+``--psf-field``).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_psf_field", "plan_outputs", "tile_option", "word_or_number"]
+__all__ = ["load_psf_field", "plan_outputs", "tile_option", "word_or_number", "write_output"]
 
 
 def plan_outputs(images: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
@@ -27,6 +29,19 @@ def plan_outputs(images: list[Path], out_dir: Path) -> list[tuple[Path, Path]]:
             raise ValueError(f"{target} would overwrite its input; choose another -o directory")
         targets[target] = image
     return [(image, target) for target, image in targets.items()]
+
+
+def write_output(target: Path, frames: Sequence[Any], image: Path) -> Path:
+    """Write the processed ``frames`` (H, W) of ``image`` to its planned ``target``: a
+    float32 TIFF, one page per frame, with the pixel size the input TIFF records."""
+    import numpy as np
+
+    from coordgate.images import read_pixel_size, write_tiff
+
+    stack = np.stack(frames)
+    return write_tiff(
+        target, stack[0] if len(stack) == 1 else stack, pixel_size=read_pixel_size(image)
+    )
 
 
 def word_or_number(option: str, number: type, **words: Any):
@@ -52,15 +67,9 @@ def word_or_number(option: str, number: type, **words: Any):
 tile_option = word_or_number("--tile", int, auto="auto", none=None)
 
 
-def load_psf_field(spec: str) -> Any:
-    """The PSF field a ``--psf-field`` names: ``default`` (the default lens), ``gaussian``
-    or a ``.npz`` file."""
+def load_psf_field(spec: str, option: str = "--psf-field") -> Any:
+    """The PSF field ``option`` names: ``default`` (the default lens), ``gaussian`` or a
+    ``.npz`` file (:meth:`coordgate.optics.PSFField.from_spec`)."""
     from coordgate.optics import PSFField
 
-    if spec == "default":
-        return PSFField.default()
-    if spec == "gaussian":
-        return PSFField.gaussian()
-    if not spec.endswith(".npz"):
-        raise ValueError(f"--psf-field must be 'default', 'gaussian' or a .npz file, got {spec!r}")
-    return PSFField.load(spec)
+    return PSFField.from_spec(spec, option)

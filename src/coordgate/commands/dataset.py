@@ -6,19 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from coordgate.commands import load_psf_field
 from coordgate.optics import METHODS
 
 __all__ = ["register"]
-
-
-def _field(spec: str):
-    from coordgate.optics import PSFField
-
-    if spec == "default":
-        return PSFField.default()
-    if spec == "gaussian":
-        return PSFField.gaussian()
-    return PSFField.load(spec)
 
 
 def describe_field(config: dict) -> str:
@@ -42,7 +33,7 @@ def build(args: argparse.Namespace) -> int:
         source=args.source,
         n=args.n,
         size=args.size,
-        field=_field(args.field),
+        field=load_psf_field(args.field, "--field"),
         noise=noise,
         seed=args.seed,
         method=args.method,

@@ -3,8 +3,9 @@
 Each TIFF / PNG / JPEG frame goes through the checkpoint's intensity normalisation, the
 network (whole image, or tiles that carry their sensor coordinates, see
 :func:`coordgate.inference.predict`) and back to the input's intensity range; the result
-is written as ``OUTDIR/<name>.tif`` (float32, one page per input frame). Every input is
-checked before the first is processed, and each output appears only once complete.
+is written as ``OUTDIR/<name>.tif`` (float32, one page per input frame, the input TIFF's
+pixel size kept). Every input is checked before the first is processed, and each output
+appears only once complete.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from coordgate.commands import plan_outputs, tile_option
+from coordgate.commands import plan_outputs, tile_option, write_output
 from coordgate.deblurring import NORMALISATIONS
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from coordgate.deblurring import Deblurrer
-    from coordgate.images import read_frames, write_tiff
+    from coordgate.images import read_frames
 
     pairs = plan_outputs(args.images, args.output)
     deblurrer = Deblurrer.from_checkpoint(
@@ -40,8 +39,7 @@ def _run(args: argparse.Namespace) -> int:
             )
             for frame in read_frames(image)
         ]
-        stack = np.stack(restored).astype(np.float32)
-        write_tiff(target, stack[0] if len(stack) == 1 else stack)
+        write_output(target, restored, image)
         print(f"{image} -> {target}")
     return 0
 

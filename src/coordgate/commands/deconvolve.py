@@ -38,7 +38,13 @@ import argparse
 import time
 from pathlib import Path
 
-from coordgate.commands import load_psf_field, plan_outputs, tile_option, word_or_number
+from coordgate.commands import (
+    load_psf_field,
+    plan_outputs,
+    tile_option,
+    word_or_number,
+    write_output,
+)
 from coordgate.deconvolution import (
     DEFAULT_BALANCE,
     DEFAULT_ITERATIONS,
@@ -81,13 +87,12 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    import numpy as np
     from tqdm import tqdm
 
     from coordgate.atomic import atomic_write_text
     from coordgate.deconvolution import deconvolve_frame
     from coordgate.devices import resolve_device
-    from coordgate.images import read_frames, read_pixel_size, write_tiff
+    from coordgate.images import read_frames
     from coordgate.provenance import environment
 
     settings = _settings(args)
@@ -122,10 +127,7 @@ def _run(args: argparse.Namespace) -> int:
             record = {"input": str(image), "frame": i, "output": str(target)}
             records.append({**record, "seconds": round(seconds, 2), **result.summary()})
             print(f"{name}: {result.describe()}, {seconds:.1f} s", flush=True)
-        stack = np.stack(restored)
-        write_tiff(
-            target, stack[0] if len(stack) == 1 else stack, pixel_size=read_pixel_size(image)
-        )
+        write_output(target, restored, image)
         print(f"{image} -> {target}", flush=True)
     manifest = {
         "psf_field": args.psf_field,

@@ -192,8 +192,8 @@ def render_report(result: Mapping[str, object]) -> str:
         f"- Training: Adam (default betas), lr {config['lr']:g}, batch {config['batch_size']}, "
         f"MSE loss; lr halved after {config['lr_patience']} epochs without a "
         f"{100 * config['min_improvement']:g}% improvement of the validation loss; stopped "
-        f"after {config['patience']} such epochs or at {config['max_epochs']} epochs; best "
-        "validation weights kept. One torch thread per training.",
+        f"after {config['early_stopping_patience']} such epochs or at {config['epochs']} "
+        "epochs; best validation weights kept. One torch thread per training.",
         "- Models (§IV.A): CNN(L,k,c) = L 'same'-padded convolutions of kernel k, c channels "
         "(the last one), ReLU between; CCNN(L,k,c) = the same with every convolution a "
         "CoordConv (a coordinate channel appended to its input); CG(L,k,c,p) = L convolutions "

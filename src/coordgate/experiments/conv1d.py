@@ -22,7 +22,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -33,8 +33,18 @@ from coordgate.experiments._varying_conv1d import Conv1dData, effective_matrix, 
 from coordgate.models import count_parameters
 from coordgate.models.cnn1d import CoordGate1d, build_from_label, parse_label
 from coordgate.timing import threads, time_interleaved
+from coordgate.training.fit import TrainConfig
 
-__all__ = ["PRESETS", "Preset", "add_arguments", "run", "run_study", "time_inference"]
+__all__ = [
+    "PRESETS",
+    "SCHEDULE",
+    "SCHEDULE_FIELDS",
+    "Preset",
+    "add_arguments",
+    "run",
+    "run_study",
+    "time_inference",
+]
 
 FIG3_MODELS = (
     "CNN(1,7,1)",
@@ -64,13 +74,42 @@ BASELINE_MODELS = ("PAC(1,13,1)", "PAC(3,7,4)", "LCN(1,7)", "LCN(1,13)")
 GATE_SIZE_MODELS = tuple(f"CG(1,13,{c},{p})" for c in (3, 4, 8, 16) for p in (1, 2, 3))
 
 
+#: The 1D study's schedule: Adam at lr 1e-3 (paper §IV.A), batches of 64, at most 100
+#: epochs, the learning rate halved after 10 epochs without a 0.1 % improvement of the
+#: validation loss, stopped after 25 (each run sets its own seed).
+SCHEDULE = TrainConfig(
+    epochs=100,
+    batch_size=64,
+    lr=1e-3,
+    lr_patience=10,
+    early_stopping_patience=25,
+    min_improvement=1e-3,
+    progress=False,
+)
+#: The TrainConfig fields a 1D run depends on beside its seed: those
+#: :func:`~coordgate.training.in_memory.fit_tensors` reads (it refuses other values of the
+#: rest, or they change nothing learned).
+SCHEDULE_FIELDS = (
+    "lr",
+    "batch_size",
+    "epochs",
+    "early_stopping_patience",
+    "lr_patience",
+    "lr_factor",
+    "min_improvement",
+    "loss",
+)
+
+
 @dataclass(frozen=True)
 class Preset:
-    """What a study trains and how: models (paper labels), data and training budget.
+    """What a study trains and how: models (paper labels), data and training schedule.
 
     ``ablation``: CG models of the gate-size ablation, trained with the first
     ``ablation_seeds`` seeds (fewer than ``seeds`` keeps the study's time in bounds) and
     reported in their own table and figure; those also in ``models`` reuse its runs.
+    ``training``: the schedule every run follows (:data:`SCHEDULE` by default; its seed is
+    each run's).
     """
 
     name: str
@@ -81,22 +120,34 @@ class Preset:
     samples: int = 10_000
     size: int = 30
     data_seed: int = 0
-    lr: float = 1e-3
-    batch_size: int = 64
-    max_epochs: int = 100
-    patience: int = 25
-    lr_patience: int = 10
-    min_improvement: float = 1e-3
+    training: TrainConfig = dataclasses.field(default_factory=lambda: replace(SCHEDULE))
     infer_batch: int = 2000
     infer_repeats: int = 100
 
+    def with_training(self, **changes) -> Preset:
+        """This preset with ``changes`` to its schedule (:class:`TrainConfig`'s fields)."""
+        return replace(self, training=replace(self.training, **changes))
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """How the run with ``seed`` trains."""
+        return replace(self.training, seed=seed)
+
     def training_config(self) -> dict[str, object]:
-        """The fields a trained run depends on (a cached run is reused only if they match)."""
-        keep = (
-            "samples size data_seed lr batch_size max_epochs patience lr_patience "
-            "min_improvement".split()
-        )
-        return {k: getattr(self, k) for k in keep}
+        """The fields a trained run depends on beside its seed, the data's and the
+        schedule's (a cached run is reused only if they match)."""
+        data = {k: getattr(self, k) for k in ("samples", "size", "data_seed")}
+        return data | {k: getattr(self.training, k) for k in SCHEDULE_FIELDS}
+
+    def to_dict(self) -> dict[str, object]:
+        """The preset as ``results.json`` records it: one flat dict, the schedule's
+        :data:`SCHEDULE_FIELDS` in the place of ``training``."""
+        record = {}
+        for key, value in dataclasses.asdict(self).items():
+            if key == "training":
+                record.update((k, value[k]) for k in SCHEDULE_FIELDS)
+            else:
+                record[key] = value
+        return record
 
 
 PRESETS = {
@@ -123,7 +174,7 @@ PRESETS = {
         ),
         seeds=1,
         ablation=("CG(1,13,3,1)", "CG(1,13,3,3)", "CG(1,13,8,1)", "CG(1,13,8,3)"),
-        max_epochs=30,
+        training=replace(SCHEDULE, epochs=30),
         infer_repeats=20,
     ),
 }
@@ -193,9 +244,9 @@ def run(args: argparse.Namespace) -> int:
 def _preset(args: argparse.Namespace) -> Preset:
     preset = PRESETS["quick" if args.quick else "full"]
     if args.models:
-        preset = dataclasses.replace(preset, models=tuple(args.models), ablation=())
+        preset = replace(preset, models=tuple(args.models), ablation=())
     if args.ablation_seeds is not None:
-        preset = dataclasses.replace(preset, ablation_seeds=args.ablation_seeds)
+        preset = replace(preset, ablation_seeds=args.ablation_seeds)
     return preset
 
 
@@ -228,18 +279,7 @@ def _train_run(preset: Preset, label: str, seed: int) -> dict[str, object]:
     torch.manual_seed(seed)
     model = _build(label, preset, seed)
     try:
-        fit = fit_tensors(
-            model,
-            data.train,
-            data.val,
-            lr=preset.lr,
-            batch_size=preset.batch_size,
-            epochs=preset.max_epochs,
-            early_stopping_patience=preset.patience,
-            lr_patience=preset.lr_patience,
-            min_improvement=preset.min_improvement,
-            seed=seed,
-        )
+        fit = fit_tensors(model, data.train, data.val, preset.train_config(seed))
     except NonFiniteLossError as diverged:  # recorded as such, the best weights kept
         fit = diverged.result
     model.eval()
@@ -269,7 +309,21 @@ def _cached(path: Path, preset: Preset) -> dict[str, object] | None:
     if not path.exists():
         return None
     record = torch.load(path, weights_only=True)
-    return record if record.get("config") == preset.training_config() else None
+    config = _migrate_run_config(record.get("config") or {})
+    return record if config == preset.training_config() else None
+
+
+# Migration: runs recorded before the study held a TrainConfig named two of its fields
+# otherwise and could not change two others (fit_tensors used these values).
+_RENAMED = {"max_epochs": "epochs", "patience": "early_stopping_patience"}
+_FIXED_THEN = {"lr_factor": 0.5, "loss": "auto"}
+
+
+def _migrate_run_config(config: dict[str, object]) -> dict[str, object]:
+    """A cached run's config in today's words (those of :data:`SCHEDULE_FIELDS`)."""
+    if not _RENAMED.keys() & config.keys():
+        return config
+    return {_RENAMED.get(k, k): v for k, v in config.items()} | _FIXED_THEN
 
 
 def _train_all(
@@ -458,7 +512,7 @@ def run_study(
     result = {
         "preset": preset.name,
         "seeds": list(range(seeds)),
-        "config": dataclasses.asdict(preset),
+        "config": preset.to_dict(),
         "criteria": {"failed_db": FAILED_DB, "negligible_db": NEGLIGIBLE_DB},
         "environment": env,
         "wall_s": time.perf_counter() - started,

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models", nargs="+", choices=deblur.ALL_MODELS, default=["cg-unet3", "unet6"]
     )
     parser.add_argument("--start", type=int, default=35, help="first budget, epochs")
-    parser.add_argument("--max-epochs", type=int, default=1120, help="largest budget scored")
+    parser.add_argument("--limit", type=int, default=1120, help="largest budget scored, epochs")
     deblur.add_run_arguments(parser)
 
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         models=args.models,
         start=args.start,
-        max_epochs=args.max_epochs,
+        limit=args.limit,
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
@@ -74,7 +74,7 @@ def run_study(
     *,
     models: list[str],
     start: int,
-    max_epochs: int,
+    limit: int,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -109,7 +109,7 @@ def run_study(
             }
             return psnr
 
-        search = plateau_search(score, start=start, max_epochs=max_epochs)
+        search = plateau_search(score, start=start, limit=limit)
         row = {"name": name, **search.to_dict(), "runs": [runs[e] for e in sorted(runs)]}
         write_json(row, out / "models" / f"{name}.json")
     return write_outputs(out, preset, seed, baseline)
@@ -117,7 +117,7 @@ def run_study(
 
 def write_outputs(out: Path, preset: deblur.Preset, seed: int, baseline: float) -> dict:
     """``results.json`` and ``report.md`` from every finished model search in ``out``."""
-    rows = [json.loads(p.read_text()) for p in sorted((out / "models").glob("*.json"))]
+    rows = [_read_search(p) for p in sorted((out / "models").glob("*.json"))]
     results = {
         "preset": preset.to_dict(),
         "seed": seed,
@@ -129,6 +129,13 @@ def write_outputs(out: Path, preset: deblur.Preset, seed: int, baseline: float) 
     write_json(results, out / "results.json")
     atomic_write_text(out / "report.md", report(results))
     return results
+
+
+def _read_search(path: Path) -> dict:
+    """One model's search as ``OUT/models/MODEL.json`` holds it, in today's words."""
+    row = json.loads(path.read_text())
+    # Migration: searches written before the largest budget was named limit
+    return {("limit" if k == "max_epochs" else k): v for k, v in row.items()}
 
 
 def plateau_claims(results: dict) -> list[Claim]:
@@ -143,7 +150,7 @@ def plateau_claims(results: dict) -> list[Claim]:
         reached = row["plateau_epochs"] is not None
         claims.append(
             Claim(
-                title=f"{row['name']} reaches its plateau within {row['max_epochs']} epochs",
+                title=f"{row['name']} reaches its plateau within {row['limit']} epochs",
                 paper="the paper trains 600 epochs and reports no convergence test",
                 evidence=f"{rungs}; one seed",
                 verdict="supported" if reached else "not supported",
@@ -173,7 +180,7 @@ def report(results: dict) -> str:
         f"- **{row['name']}**: plateau at **{row['plateau_epochs']}** epochs "
         f"(doubling gain {row['doubling_gain_db']:+.3f} dB)"
         if row["plateau_epochs"] is not None
-        else f"- **{row['name']}**: no plateau within {row['max_epochs']} epochs "
+        else f"- **{row['name']}**: no plateau within {row['limit']} epochs "
         f"(last doubling gained {row['doubling_gain_db']:+.3f} dB)"
         for row in results["models"]
     )

@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coordgate.napari.layers import as_frames, stack_progress
+from coordgate.napari.layers import Pair, as_frames, stack_progress
+
+if TYPE_CHECKING:
+    from coordgate.frames import FrameLike
 
 __all__ = [
     "Cancelled",
@@ -118,10 +122,10 @@ def deblur_stack(
     data: np.ndarray,
     settings: DeblurSettings,
     *,
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
     progress: Progress | None = None,
-) -> tuple[np.ndarray, tuple[float, float] | None]:
+) -> tuple[np.ndarray, Pair | None]:
     """Deblur every (H, W) frame of ``data`` (..., H, W): (result float32 of data's shape,
     the sensor size used).
 
@@ -131,6 +135,7 @@ def deblur_stack(
     :class:`Cancelled` from it to stop.
     """
     from coordgate.deblurring import Deblurrer
+    from coordgate.frames import resolve_frame
 
     frames = as_frames(data)
     deblurrer = Deblurrer.from_checkpoint(
@@ -148,5 +153,6 @@ def deblur_stack(
         )
         for i, frame in enumerate(frames)
     ]
-    used = None if full_size is None else (float(full_size[0]), float(full_size[1]))
-    return np.stack(restored).reshape(np.shape(data)), used
+    if full_size is not None:
+        full_size = resolve_frame(frames.shape[-2:], origin, full_size).full_size
+    return np.stack(restored).reshape(np.shape(data)), full_size

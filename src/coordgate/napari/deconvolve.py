@@ -11,14 +11,17 @@ File > Open.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coordgate.napari.layers import Progress, as_frames, stack_progress
+from coordgate.napari.layers import Pair, Progress, as_frames, stack_progress
 from coordgate.napari.simulate import FIELDS, load_field
+
+if TYPE_CHECKING:
+    from coordgate.frames import FrameLike
 
 __all__ = ["deconvolve_stack", "field_choices", "field_for"]
 
@@ -53,11 +56,11 @@ def deconvolve_stack(
     field: Any,
     settings: Any,
     *,
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
     device: str = "auto",
     progress: Progress | None = None,
-) -> tuple[np.ndarray, tuple[float, float] | None, list[dict]]:
+) -> tuple[np.ndarray, Pair | None, list[dict]]:
     """Deconvolve every (H, W) frame of ``data`` (..., H, W) with ``field`` and the
     :class:`~coordgate.deconvolution.DeconvolutionSettings` ``settings``: (result float32
     of data's shape, the sensor size used, each frame's summary).

@@ -97,7 +97,7 @@ def output_layer(
     *,
     scale: Sequence[float],
     translate: Sequence[float],
-    full_size: Sequence[float] | None,
+    full_size: Pair | None,
     metadata: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(data, keyword arguments of ``viewer.add_image``) of a result that lies where its

@@ -9,28 +9,30 @@ Poisson-Gaussian noise with its photon peak at intensity 1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from coordgate.napari.layers import as_frames
 
+if TYPE_CHECKING:
+    from coordgate.frames import FrameLike
+
 __all__ = ["FIELDS", "blur_stack", "load_field"]
 
 #: The fields the widget offers: two built in, and a file.
 FIELDS = ("default lens", "gaussian", "file")
+# the widget's words for the built-in fields, and their names in coordgate.optics
+_BUILT_IN = {"default lens": "default", "gaussian": "gaussian"}
 
 
 def load_field(kind: str, path: str | Path | None = None) -> Any:
     """The PSFField named by ``kind`` (one of :data:`FIELDS`; ``file`` reads ``path``)."""
     from coordgate.optics import PSFField
 
-    if kind == "default lens":
-        return PSFField.default()
-    if kind == "gaussian":
-        return PSFField.gaussian()
+    if kind in _BUILT_IN:
+        return PSFField.from_spec(_BUILT_IN[kind])
     if kind != "file":
         raise ValueError(f"field must be one of {FIELDS}, got {kind!r}")
     if path is None or not str(path) or Path(path).is_dir():
@@ -42,8 +44,8 @@ def blur_stack(
     data: np.ndarray,
     field: Any,
     *,
-    origin: Sequence[float] | None = None,
-    full_size: Sequence[float] | None = None,
+    origin: FrameLike = None,
+    full_size: FrameLike = None,
     photons: float | None = None,
     read_noise: float = 0.0,
     seed: int = 0,

@@ -22,6 +22,7 @@ from coordgate.optics.blur import (
 )
 from coordgate.optics.boundary import PADDINGS, Padding
 from coordgate.optics.field import (
+    BUILT_IN_FIELDS,
     DEFAULT_GRID_SIZE,
     DEFAULT_MAX_DEFOCUS,
     GaussianField,
@@ -47,6 +48,7 @@ from coordgate.optics.restoration import (
 
 __all__ = [
     "ABERRATIONS",
+    "BUILT_IN_FIELDS",
     "DEFAULT_GRID_SIZE",
     "DEFAULT_MAX_DEFOCUS",
     "BlurOperator",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +48,7 @@ from coordgate.optics.psf import (
 )
 
 __all__ = [
+    "BUILT_IN_FIELDS",
     "DEFAULT_GRID_SIZE",
     "DEFAULT_MAX_DEFOCUS",
     "GaussianField",
@@ -202,6 +204,22 @@ class PSFField:
     ) -> GaussianField:
         """A quick Gaussian field: sigma from ``sigma_centre`` to ``sigma_edge`` (corners)."""
         return GaussianField(psf_size, sigma_centre=sigma_centre, sigma_edge=sigma_edge)
+
+    @staticmethod
+    def from_spec(spec: str | Path, option: str = "a PSF field") -> PSFField:
+        """The field a user names: one of :data:`BUILT_IN_FIELDS` (``"default"``: the
+        default lens; ``"gaussian"``: the quick Gaussian field) or a ``.npz`` file
+        (:meth:`load`). ``option`` names what was given in the error for anything else.
+
+        >>> PSFField.from_spec("gaussian").config() == PSFField.gaussian().config()
+        True
+        """
+        if isinstance(spec, str) and spec in BUILT_IN_FIELDS:
+            return BUILT_IN_FIELDS[spec]()
+        if Path(spec).suffix != ".npz":
+            names = ", ".join(repr(name) for name in BUILT_IN_FIELDS)
+            raise ValueError(f"{option} must be {names} or a .npz file, got {str(spec)!r}")
+        return PSFField.load(spec)
 
     @staticmethod
     def from_grid(psfs: Any, y: Any = None, x: Any = None) -> MeasuredField:
@@ -399,3 +417,11 @@ class MeasuredField(PSFField):
         top = (1 - tx) * self.psfs[y0, x0] + tx * self.psfs[y0, x1]
         bottom = (1 - tx) * self.psfs[y1, x0] + tx * self.psfs[y1, x1]
         return (1 - ty) * top + ty * bottom
+
+
+#: The fields built into the project, by the names the command line gives them (see
+#: :meth:`PSFField.from_spec`).
+BUILT_IN_FIELDS: dict[str, Callable[[], PSFField]] = {
+    "default": PSFField.default,
+    "gaussian": PSFField.gaussian,
+}

@@ -62,6 +62,7 @@ __all__ = [
     "TrainingResult",
     "evaluate",
     "fit",
+    "loss_function",
 ]
 
 STATE_FILE = "last.state.pt"
@@ -501,7 +502,7 @@ class _Run:
             patience=config.lr_patience,
             threshold=config.min_improvement,
         )
-        self.loss = _loss_function(config.loss, model)
+        self.loss = loss_function(config.loss, model)
         self.history: list[dict] = []
         self.plateau = Plateau(config.min_improvement)
         self.sampler = training_sampler(train_set, context, config.seed)
@@ -785,7 +786,7 @@ def _describe_plan(plan: dict) -> str:
     )
 
 
-def _loss_function(name: str, model: nn.Module):
+def loss_function(name: str, model: nn.Module):
     """The training loss: ``name``, or for "auto" the model's ``training_loss`` (mse)."""
     if name == "auto":
         name = getattr(model, "training_loss", "mse")
@@ -836,7 +837,8 @@ def fit(
     checkpoint records of the data (its ``normalisation``, ``psf_field``, ``dataset``,
     ``preset``); the run writes the rest of the
     :class:`~coordgate.training.checkpoint.CheckpointConfig` (model, sensor size, epoch,
-    metrics, training options, environment).
+    metrics, training options, environment), and a ``record`` that sets one of those to
+    another value is an error.
 
     ``out_dir`` already holding the same finished run: nothing is trained, its result is
     returned (``reused=True``). ``resume=True`` continues an interrupted run from its last
@@ -851,21 +853,12 @@ def fit(
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if record is not None and not isinstance(record, CheckpointConfig):
-        raise ValueError(f"record must be a CheckpointConfig, got {type(record).__name__}")
     sensor = _sensor_size(_check_dataset(train_set, "train_set"))
     _check_dataset(val_set, "val_set")
     out_dir = Path(out_dir)
     spec = _check_spec(model, model_spec)
     context = init_distributed(config.device)
-    record = replace(
-        record or CheckpointConfig(spec),
-        model=spec,
-        full_size=sensor,
-        training=config.to_dict(),
-        seed=config.seed,
-        environment=environment(),
-    )
+    record = _run_record(record, spec, sensor, config)
 
     finished = _finished_run(out_dir, spec, config, resume)
     if finished is not None:
@@ -891,6 +884,31 @@ def fit(
         raise
     _restore_best(model, result)
     return result
+
+
+def _run_record(
+    record: CheckpointConfig | None, spec: dict, sensor: tuple[int, int], config: TrainConfig
+) -> CheckpointConfig:
+    """The caller's ``record`` (what it knows of the data) completed with what the run
+    writes itself: the model spec, sensor size, training options, seed and environment
+    (each checkpoint adds its kind, epoch and metrics). A field of those that ``record``
+    sets otherwise is an error, not silently replaced."""
+    if record is not None and not isinstance(record, CheckpointConfig):
+        raise ValueError(f"record must be a CheckpointConfig, got {type(record).__name__}")
+    record = record or CheckpointConfig(spec)
+    written = dict(model=spec, full_size=sensor, training=config.to_dict(), seed=config.seed)
+    clashing = [
+        name
+        for name in (*written, "environment", "kind", "epoch", "metrics")
+        if getattr(record, name) not in (None, written.get(name))
+    ]
+    if clashing:
+        raise ValueError(
+            f"record sets {clashing}, which fit writes itself: the model from model_spec "
+            f"({spec}), full_size from the training items ({sensor}), training and seed from "
+            "config, environment, kind, epoch and metrics from the run; leave them unset"
+        )
+    return replace(record, **written, environment=environment())
 
 
 def _restore_best(model: nn.Module, result: TrainingResult) -> None:

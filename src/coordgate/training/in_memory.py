@@ -4,8 +4,8 @@ Adam (default betas) on a loss, learning rate halved when the validation loss st
 improving (``ReduceLROnPlateau``), training stopped when it has not improved for
 ``early_stopping_patience`` epochs; the best-validation weights are restored. Used by the
 1D study of paper §IV.A, where the whole data set is a few 10 000 x 30 tensors. It speaks
-:func:`~coordgate.training.fit.fit`'s language: the options are
-:class:`~coordgate.training.fit.TrainConfig`'s, the result a
+:func:`~coordgate.training.fit.fit`'s language: its options are a
+:class:`~coordgate.training.fit.TrainConfig`, its result a
 :class:`~coordgate.training.fit.TrainingResult` (without a run directory: the best
 weights come back in ``best_state``), the stop reasons, the plateau rule and the NaN
 policy those of :mod:`coordgate.training.stopping`.
@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from coordgate.training.fit import TrainConfig, TrainingResult
+from coordgate.training.fit import TrainConfig, TrainingResult, loss_function
 from coordgate.training.stopping import NonFiniteLossError, Plateau, StopReason
 
 __all__ = ["fit_tensors"]
@@ -56,49 +55,62 @@ def _evaluate(model: nn.Module, pair: Pair, loss_fn: Callable, batch_size: int) 
     return total / len(x)
 
 
+#: What the in-memory trainer does not implement: each of these TrainConfig fields must
+#: keep this value (it follows the plateau schedule from the first epoch, in the tensors'
+#: own device and dtype).
+_UNSUPPORTED = {
+    "schedule": "plateau",
+    "warmup_epochs": 0,
+    "steps": None,
+    "time_budget_s": None,
+    "amp": None,
+    "channels_last": None,
+}
+
+
 def fit_tensors(
     model: nn.Module,
     train: Pair,
     val: Pair,
+    config: TrainConfig,
     *,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    epochs: int = 1000,
-    early_stopping_patience: int | None = 30,
-    lr_patience: int = 10,
-    lr_factor: float = 0.5,
-    min_improvement: float = 1e-3,
-    seed: int = 0,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss,
-    progress: bool = False,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainingResult:
     """Train ``model`` on in-memory ``train`` = (inputs, targets), select on ``val``.
 
     Inputs and targets are tensors with samples on the first axis, already on the model's
-    device. The options mean what the :class:`~coordgate.training.fit.TrainConfig` fields
-    of the same names mean (and are validated by it): an epoch counts as an improvement
-    when the validation loss falls below ``(1 - min_improvement)`` times the loss of the
-    last improvement; the learning rate is multiplied by ``lr_factor`` after
-    ``lr_patience`` epochs without one and training stops after
-    ``early_stopping_patience`` (None: runs all ``epochs``). ``seed`` fixes the batch
-    order. The model ends with the best weights, which the result also holds; a loss
-    that is not finite raises :class:`~coordgate.training.stopping.NonFiniteLossError`
-    with that result.
+    device. ``config`` means what it means to :func:`~coordgate.training.fit.fit` under
+    the plateau schedule: ``epochs``, ``batch_size`` and ``lr``; an epoch improves when
+    the validation loss falls below ``(1 - min_improvement)`` times the loss of the last
+    improvement; the learning rate is multiplied by ``lr_factor`` after ``lr_patience``
+    epochs without one and training stops after ``early_stopping_patience`` (None: runs
+    all ``epochs``); ``seed`` fixes the batch order; ``loss`` names the loss
+    (:func:`~coordgate.training.fit.loss_function`) unless ``loss_fn`` is given. A config
+    asking for what this trainer does not do (another schedule, warm-up, a plan by steps
+    or time, bf16, channels-last) is an error. The model ends with the best weights,
+    which the result also holds; a loss that is not finite raises
+    :class:`~coordgate.training.stopping.NonFiniteLossError` with that result.
+
+    >>> from coordgate.models.cnn1d import build_from_label
+    >>> x = torch.rand(64, 1, 9)
+    >>> config = TrainConfig(epochs=2, batch_size=16, progress=False)
+    >>> fit_tensors(build_from_label("CNN(1,3,1)"), (x, x), (x, x), config).stop_reason
+    'epochs'
     """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    unsupported = sorted(k for k, v in _UNSUPPORTED.items() if getattr(config, k) != v)
+    if unsupported:
+        raise ValueError(
+            f"fit_tensors follows the plateau schedule alone: TrainConfig's {unsupported} "
+            f"must be {[_UNSUPPORTED[k] for k in unsupported]}, got "
+            f"{[getattr(config, k) for k in unsupported]}"
+        )
+    if loss_fn is not None and config.loss != "auto":
+        raise ValueError(f"give a loss_fn or TrainConfig.loss, not both (loss={config.loss!r})")
     _check_pair(train, "train")
     _check_pair(val, "val")
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lr_factor=lr_factor,
-        lr_patience=lr_patience,
-        early_stopping_patience=early_stopping_patience,
-        min_improvement=min_improvement,
-        seed=seed,
-        progress=progress,
-    )
-    return _train(model, train, val, config, loss_fn)
+    return _train(model, train, val, config, loss_fn or loss_function(config.loss, model))
 
 
 def _epochs(config: TrainConfig):

@@ -3,7 +3,7 @@
 A run of ``E`` epochs (warm-up and a cosine stretched over them) is at its plateau when
 the same schedule stretched over ``2 E`` epochs gains less than ``tolerance`` (0.15 dB)
 of test PSNR. :func:`doubling_test` runs the pair; :func:`plateau_search` doubles the
-budget from ``start`` until a pair passes (or ``max_epochs`` is reached) and names the
+budget from ``start`` until a pair passes (or the budget would pass ``limit``) and names the
 smallest budget that passed. A stopping rule that fires because the learning rate has
 been annealed to nothing is not a plateau; this is the test that replaces it.
 
@@ -12,7 +12,7 @@ PSNR: the studies pass a function over their own data and run directories, so a 
 resumes run by run.
 
 >>> scores = {10: 20.0, 20: 21.0, 40: 21.1, 80: 21.12}
->>> search = plateau_search(scores.__getitem__, start=10, max_epochs=80)
+>>> search = plateau_search(scores.__getitem__, start=10, limit=80)
 >>> search.plateau_epochs, round(search.doubling_gain_db, 2)
 (20, 0.1)
 """
@@ -50,13 +50,14 @@ def doubling_test(
 class PlateauSearch:
     """The budgets tried (``rungs``: epochs and test PSNR, doubling from the first), the
     smallest budget whose doubling gained less than ``tolerance`` (None: none within
-    ``max_epochs``) and that doubling's gain (or the last pair's, when none passed)."""
+    ``limit``, the largest budget the search may score) and that doubling's gain (or the
+    last pair's, when none passed)."""
 
     rungs: list[dict] = field(default_factory=list)
     plateau_epochs: int | None = None
     doubling_gain_db: float | None = None
     tolerance: float = DOUBLING_TOLERANCE_DB
-    max_epochs: int = 0
+    limit: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,20 +67,20 @@ def plateau_search(
     score: Callable[[int], float],
     *,
     start: int,
-    max_epochs: int,
+    limit: int,
     tolerance: float = DOUBLING_TOLERANCE_DB,
 ) -> PlateauSearch:
     """Double the budget from ``start`` epochs until doubling gains less than
-    ``tolerance``, scoring at most ``max_epochs`` (see the module's docstring)."""
-    if not isinstance(start, int) or start < 1 or max_epochs < 2 * start:
+    ``tolerance``, scoring no budget above ``limit`` epochs (see the module's docstring)."""
+    if not isinstance(start, int) or start < 1 or limit < 2 * start:
         raise ValueError(
-            f"the search needs start >= 1 and max_epochs >= 2 * start, got start={start!r} "
-            f"and max_epochs={max_epochs!r}"
+            f"the search needs start >= 1 and limit >= 2 * start, got start={start!r} "
+            f"and limit={limit!r}"
         )
-    search = PlateauSearch(tolerance=tolerance, max_epochs=max_epochs)
+    search = PlateauSearch(tolerance=tolerance, limit=limit)
     epochs = start
     search.rungs.append({"epochs": epochs, "psnr": float(score(epochs))})
-    while 2 * epochs <= max_epochs:
+    while 2 * epochs <= limit:
         psnr = float(score(2 * epochs))
         gain = psnr - search.rungs[-1]["psnr"]
         search.rungs[-1]["doubling_gain_db"] = gain

@@ -321,8 +321,22 @@ def _chief_ray(model: SmoothField, pupil_scale: float) -> tuple[dict[str, Any], 
     return summary, spline, (anchors, coefficients)
 
 
+def _without_pedestals(state: _BeadFit, pedestals: np.ndarray) -> np.ndarray:
+    """The windows with the active beads' pedestals (the pupil fit's shares of each K x K
+    window's sum that the local background took too much: PSF wings in its ring) added
+    back: each is then the pupil's PSF times a flux."""
+    crop = slice(MARGIN, MARGIN + state.psf_size)
+    sums = state.windows[state.active][:, crop, crop].sum(axis=(-2, -1))
+    windows = state.windows.copy()
+    windows[state.active] += (sums * pedestals / (1 - pedestals) / state.psf_size**2)[:, None, None]
+    return windows
+
+
 def _pupil_summary(
-    pupil: PupilField, pupil_held_out: np.ndarray, low_rank_held_out: np.ndarray
+    pupil: PupilField,
+    pedestals: np.ndarray,
+    pupil_held_out: np.ndarray,
+    low_rank_held_out: np.ndarray,
 ) -> dict[str, Any]:
     """The pupil field's fit: residuals beside the low-rank field's, and whether it is better.
 
@@ -338,6 +352,8 @@ def _pupil_summary(
         "pupil_scale": pupil.pupil_scale,
         "fit_residual_median": float(np.median(pupil.residuals)),
         "fit_residual_max": float(pupil.residuals.max()),
+        "pedestal_median": float(np.median(pedestals)),
+        "pedestal_max": float(np.abs(pedestals).max()),
         "held_out_residual_median": held,
         "low_rank_held_out_residual_median": low_rank,
         "better": bool(held <= _PUPIL_TOLERANCE * low_rank),
@@ -533,20 +549,25 @@ def _centre_on_chief_ray(
     few = active.sum() < _PUPIL_BEADS_PER_TERM * monomials(np.zeros((1, 2)), degree).shape[1]
     summary = None
     if field_model == "pupil" or (field_model == "auto" and not few):
-        pupil, pupil_shifts = fit_pupil_field(
-            state.psfs[active],
+        # The pupil model translates its PSFs exactly (a phase ramp), so it is fitted to
+        # the windows as cut, not to windows already shifted by interpolation.
+        raw = _cut(state.windows[active], np.zeros_like(state.shifts[active]), state.psf_size)
+        pupil, pupil_shifts, pedestals = fit_pupil_field(
+            raw,
             state.positions[active],
             anchors,
             coefficients,
+            shifts=state.shifts[active],
             degree=degree,
             pupil_scale=pupil_scale,
             max_extrapolation=max_extrapolation,
         )
-        pupil_psfs = _cut(state.windows[active], state.shifts[active] + pupil_shifts,
-                          state.psf_size)  # fmt: skip
+        corrected = _without_pedestals(state, pedestals)
+        pupil_psfs = _cut(corrected[active], pupil_shifts, state.psf_size)
         positions = state.positions[active]
         summary = _pupil_summary(
             pupil,
+            pedestals,
             held_out_residuals(pupil_psfs, positions, _refitter(pupil, fit, pupil_psfs, positions)),
             held_out_residuals(
                 state.psfs[active], positions, _refitter(model, fit, state.psfs[active], positions)
@@ -554,7 +575,8 @@ def _centre_on_chief_ray(
         )
         if field_model == "pupil" or summary["better"]:
             # Each used bead moves to its chief ray; the rejected ones keep their shift.
-            state.shifts[active] += pupil_shifts
+            state.shifts[active] = pupil_shifts
+            state.windows = corrected
             state.cut()
             return pupil, low_rank, chief_ray, summary
     if chief_ray["used"]:

@@ -32,10 +32,14 @@ import torch
 
 from coordgate.optics.psf import ABERRATIONS, pupil_grid, zernike
 
-__all__ = ["DEFOCUS_STARTS", "PupilFit", "check_pupil_scale", "chief_ray_offsets"]
+__all__ = ["STARTS", "PupilFit", "check_pupil_scale", "chief_ray_offsets", "start_coefficients"]
 
-#: Defocus (RMS waves) each fit starts from; the lowest residual wins.
-DEFOCUS_STARTS = (0.0, 0.3)
+#: The rotationally symmetric aberrations (defocus, spherical; RMS waves) each fit starts
+#: from; the lowest residual wins. Both blur a PSF into a disc, so a fit started in focus
+#: explains spherical aberration by defocus and stops there (``LensField(spherical=0.3)``:
+#: defocus 0.40 and spherical 0.03 found, a 52 % field error). The twin ambiguity makes
+#: (d, s) and (-d, -s) one start.
+STARTS = ((0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.3), (0.3, -0.3))
 _ITERATIONS = 150
 
 
@@ -91,11 +95,19 @@ def lbfgs(parameters: list[torch.Tensor], iterations: int) -> torch.optim.LBFGS:
     )
 
 
-def _fit(model: PupilFit, target: torch.Tensor, defocus: float) -> tuple[torch.Tensor, ...]:
+def start_coefficients(start: tuple[float, float], count: int = 1) -> np.ndarray:
+    """Zernike coefficients (count, len(ABERRATIONS)) of one of :data:`STARTS`."""
+    coefficients = np.zeros((count, len(ABERRATIONS)))
+    names = list(ABERRATIONS)
+    coefficients[:, names.index("defocus")], coefficients[:, names.index("spherical")] = start
+    return coefficients
+
+
+def _fit(
+    model: PupilFit, target: torch.Tensor, start: tuple[float, float]
+) -> tuple[torch.Tensor, ...]:
     n = len(target)
-    coefficients = torch.zeros(n, len(ABERRATIONS), dtype=torch.float64)
-    coefficients[:, list(ABERRATIONS).index("defocus")] = defocus
-    coefficients.requires_grad_(True)
+    coefficients = torch.from_numpy(start_coefficients(start, n)).requires_grad_(True)
     shift = torch.zeros(n, 2, dtype=torch.float64, requires_grad=True)
     optimiser = lbfgs([coefficients, shift], _ITERATIONS)
 
@@ -126,8 +138,8 @@ def chief_ray_offsets(
     target = torch.as_tensor(np.asarray(psfs), dtype=torch.float64)
     model = PupilFit(target.shape[-1], pupil_scale)
     best = None
-    for defocus in DEFOCUS_STARTS:
-        shift, coefficients, residual = _fit(model, target, defocus)
+    for start in STARTS:
+        shift, coefficients, residual = _fit(model, target, start)
         if best is None:
             best = [shift, coefficients, residual]
             continue
