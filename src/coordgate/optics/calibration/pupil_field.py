@@ -223,9 +223,10 @@ def _grown_start(
     pupil: PupilFit, target: torch.Tensor, positions: np.ndarray, degree: int, shifts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Polynomials (M, 7) of :func:`_model`'s terms and shifts (N, 2) grown from the
-    centre outward (see the module docstring): each stage fits the beads within its radius (at least
-    ``_STAGE_BEADS``, the nearest ones) at its degree, from the previous stage's result;
-    the first stage from each of :data:`~coordgate.optics.calibration.pupil.STARTS`."""
+    centre outward (see the module docstring): each stage fits the beads within its
+    radius (at least ``_STAGE_BEADS``, the nearest ones) at its degree, from the previous
+    stage's result; the first stage from each of
+    :data:`~coordgate.optics.calibration.pupil.STARTS`."""
     radius = np.hypot(*positions.T)
     terms = monomials(positions[:1], degree).shape[1]
     shifts = shifts.copy()
@@ -258,13 +259,16 @@ def fit_pupil_field(
     degree: int = DEFAULT_DEGREE,
     pupil_scale: float = 1.0,
     max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION,
-) -> tuple[PupilField, np.ndarray]:
+) -> tuple[PupilField, np.ndarray, np.ndarray]:
     """Fit the pupil field to PSFs (N, K, K) at normalised positions (N, 2) (y, x).
 
     anchors (A, 2), anchor_coefficients (A, len(ABERRATIONS)): single-PSF pupil fits
     the anchor start is made of (even terms up to the twin sign); the grown start is the
-    other (see the module docstring). Returns the field and each PSF's fitted shift
-    (N, 2) px: PSF ``i``'s chief ray is at its centre plus it.
+    other (see the module docstring). shifts (N, 2) px: where each PSF's centre is
+    thought to be, relative to its centre pixel (None: there). Returns the field, each
+    PSF's fitted shift (N, 2) px (PSF ``i``'s chief ray is at its centre plus it) and
+    each PSF's pedestal (N,): the share of its window's sum that its background took
+    too much (see the module docstring).
     """
     check_pupil_scale(pupil_scale)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
