@@ -239,7 +239,7 @@ def test_budgeted_run_killed_and_resumed_is_its_planned_run(pair_cache, tmp_path
         if (
             state.is_file()
             and metrics.is_file()
-            and len(json.loads(metrics.read_text())["history"]) >= 4
+            and len(json.loads(metrics.read_text())["history"]) >= 3  # planned after 2
         ):
             break
         time.sleep(0.05)
@@ -252,7 +252,7 @@ def test_budgeted_run_killed_and_resumed_is_its_planned_run(pair_cache, tmp_path
     assert resumed.returncode == 0, printed
     finished = json.loads((run / "finished.json").read_text())["result"]
     plan = finished["plan"]
-    assert plan["by"] == "time_budget" and len(finished["history"]) == plan["epochs"] > 4
+    assert plan["by"] == "time_budget" and len(finished["history"]) == plan["epochs"] > 3
     assert finished["history"][-1]["lr"] == pytest.approx(2e-5)
     assert f"planned {plan['epochs']} epochs (time budget)" in printed
 

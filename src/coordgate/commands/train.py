@@ -249,6 +249,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from coordgate.training import CPU_SCHEDULE as defaults
+    from coordgate.training.fit import SCHEDULES
 
     parser = subparsers.add_parser(
         "train", help="train a deblurring network on a pair cache", description=__doc__
@@ -313,7 +314,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--schedule",
-        choices=("cosine", "plateau"),
+        choices=SCHEDULES,
         default=defaults.schedule,
         help="cosine over the planned run or the paper's plateau rule (lr halved after "
         "--lr-patience epochs without improvement; default %(default)s)",

@@ -154,6 +154,11 @@ def _gate_size_notes(rows: Sequence[Row], negligible_db: float) -> list[str]:
     return lines
 
 
+def _loss_words(loss: str) -> str:
+    """The training loss named in the setup: ``"auto"`` is each model's own (MSE here)."""
+    return {"auto": "MSE", "mse": "MSE", "mae": "mean absolute error"}[loss]
+
+
 def _timing(result: Mapping[str, object]) -> str:
     workers = result["workers"]
     reused = result["resumed_runs"]
@@ -190,7 +195,8 @@ def render_report(result: Mapping[str, object]) -> str:
         f"- Data: {config['samples']} inputs m ~ U(0,1)^{config['size']} (seed "
         f"{config['data_seed']}), n = H m, split 80/10/10 into train/validation/test.",
         f"- Training: Adam (default betas), lr {config['lr']:g}, batch {config['batch_size']}, "
-        f"MSE loss; lr halved after {config['lr_patience']} epochs without a "
+        f"{_loss_words(config['loss'])} loss; lr multiplied by {config['lr_factor']:g} after "
+        f"{config['lr_patience']} epochs without a "
         f"{100 * config['min_improvement']:g}% improvement of the validation loss; stopped "
         f"after {config['early_stopping_patience']} such epochs or at {config['epochs']} "
         "epochs; best validation weights kept. One torch thread per training.",

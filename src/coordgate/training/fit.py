@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ from coordgate.training.stopping import NonFiniteLossError, Plateau, StopReason
 
 __all__ = [
     "CPU_SCHEDULE",
+    "SCHEDULES",
     "BlurredInput",
     "TrainConfig",
     "TrainingResult",
@@ -70,6 +72,9 @@ FINISHED_FILE = "finished.json"
 
 #: Losses by name: the paper's MSE, or CARE's mean absolute error.
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
+#: Learning-rate schedules (see :class:`TrainConfig`).
+Schedule = Literal["plateau", "cosine"]
+SCHEDULES: tuple[Schedule, ...] = get_args(Schedule)
 
 
 @dataclass
@@ -113,7 +118,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     warmup_epochs: int = 0
     min_improvement: float = 1e-4
-    schedule: str = "plateau"
+    schedule: Schedule = "plateau"
     final_lr_fraction: float = 0.01
     steps: int | None = None
     time_budget_s: float | None = None
@@ -153,9 +158,7 @@ class TrainConfig:
             lambda v: v is None or (_is_number(v) and v > 0),
             "None or a positive number of seconds",
         )
-        _require(
-            "schedule", self.schedule, lambda v: v in ("plateau", "cosine"), "plateau or cosine"
-        )
+        _require("schedule", self.schedule, lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}")
         _require("steps", self.steps, lambda v: v is None or (_is_int(v) and v >= 1),
                  "None or an integer >= 1")  # fmt: skip
         _require(
