@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from coordgate.optics.calibration.fit import CENTRES, FIELD_MODELS
+from coordgate.optics.calibration.fit import CALIBRATION_GRID_SIZE, CENTRES, FIELD_MODELS
 
 __all__ = ["register"]
 
@@ -153,7 +153,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--saturation", type=float, default=None, help="clipping level (default: detected)"
     )
-    parser.add_argument("--grid-size", type=int, default=17, help="field points per axis")
+    parser.add_argument(
+        "--grid-size",
+        type=int,
+        default=CALIBRATION_GRID_SIZE,
+        help="points per axis of the sampled field (default %(default)s)",
+    )
     parser.add_argument(
         "--max-extrapolation",
         type=float,

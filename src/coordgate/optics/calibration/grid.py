@@ -22,9 +22,14 @@ import torch
 
 from coordgate.images import read_frames
 from coordgate.optics.calibration.beads import Bead, centroids
-from coordgate.optics.calibration.fit import Calibration, sample_field, sensor_positions
+from coordgate.optics.calibration.fit import (
+    CALIBRATION_GRID_SIZE,
+    Calibration,
+    sample_field,
+    sensor_positions,
+)
 from coordgate.optics.calibration.model import DEFAULT_MAX_EXTRAPOLATION, fit_smooth_field
-from coordgate.optics.field import DEFAULT_GRID_SIZE, MeasuredField
+from coordgate.optics.field import MeasuredField
 
 __all__ = ["DEFAULT_MAX_OFFSET", "import_psf_grid", "read_positions"]
 
@@ -102,7 +107,7 @@ def import_psf_grid(
     positions_path: str | Path,
     sensor_size: tuple[int, int],
     *,
-    grid_size: int = DEFAULT_GRID_SIZE,
+    grid_size: int = CALIBRATION_GRID_SIZE,
     rank: int | None = None,
     smoothing: float | None = None,
     max_offset: float = DEFAULT_MAX_OFFSET,
