@@ -310,7 +310,8 @@ def test_calibration_layers_show_beads_montage_and_fwhm(bead_calibration, tmp_pa
     assert len(rejected[0]) == counts["found"] - counts["used"] > 0
     assert set(rejected[1]["features"]["reason"]) <= set(REJECTION_REASONS)
     assert used[1]["translate"] == (10.0, 20.0) and rejected[1]["name"] == "beads beads rejected"
-    assert montage[0].shape == (17 * (15 + GAP) - GAP,) * 2 and montage[2] == "image"
+    points = result.field.psfs.shape[0]  # the calibrated grid's points per axis
+    assert montage[0].shape == (points * (15 + GAP) - GAP,) * 2 and montage[2] == "image"
     assert "psf_field" not in montage[1]["metadata"]
     # the FWHM map's pixels lie on the centres of 32 x 32 cells of the 256 px sensor
     cell = 256 / FWHM_CELLS
