@@ -90,7 +90,7 @@ DEFAULT_DEGREE = 2
 # Terms that change sign under the twin ambiguity W(rho) -> -W(-rho).
 _EVEN = np.array([ABERRATIONS[name][0] % 2 == 0 for name in ABERRATIONS])
 _ITERATIONS = 200
-# Further iterations of the better start: the fit converges slowly along the valley where
+# Further iterations of the best start: the fit converges slowly along the valley where
 # shifts, coma and the pedestal trade off (see the module docstring).
 _POLISH = 800
 _SIGN_ROUNDS = 10
