@@ -234,40 +234,45 @@ def _least_squares(
     return polynomials.detach().numpy(), shifts.detach().numpy(), loss
 
 
-def _grown_start(
-    pupil: PupilFit,
-    target: torch.Tensor,
-    positions: np.ndarray,
-    degree: int,
-    shifts: np.ndarray,
-    growth: tuple[tuple[float, int], ...],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Polynomials (M, 7) of :func:`_model`'s terms and shifts (N, 2) grown from the
-    centre outward (see the module docstring): each stage of ``growth`` (one of
-    :data:`GROWTHS`) fits the beads within its radius (at least ``_STAGE_BEADS``, the
-    nearest ones) at its degree, from the previous stage's result; the first stage from
-    each of
-    :data:`~coordgate.optics.calibration.pupil.STARTS`."""
+def _grown_starts(
+    pupil: PupilFit, target: torch.Tensor, positions: np.ndarray, degree: int, shifts: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One start per growth of :data:`GROWTHS`: polynomials (M, 7) of :func:`_model`'s
+    terms and shifts (N, 2) grown from the centre outward (see the module docstring).
+    Each stage fits the beads within its radius (at least ``_STAGE_BEADS``, the nearest
+    ones) at its degree, from the previous stage's result; the first stage from each of
+    :data:`~coordgate.optics.calibration.pupil.STARTS`. Stages the growths share (their
+    first) are fitted once."""
     radius = np.hypot(*positions.T)
     terms = monomials(positions[:1], degree).shape[1]
-    shifts = shifts.copy()
-    starts = [_with_pedestal(start_coefficients(start)) for start in STARTS]
-    for reach, stage_degree in growth:
-        size = monomials(positions[:1], min(stage_degree, degree)).shape[1]
-        count = max((radius <= reach).sum(), _STAGE_BEADS, 2 * size)
-        chosen = np.argsort(radius)[:count]
-        design = torch.from_numpy(monomials(positions[chosen], min(stage_degree, degree)))
-        fits = [
-            _least_squares(
-                pupil, target[chosen], design,
-                np.pad(start, ((0, max(size - len(start), 0)), (0, 0)))[:size],
-                shifts[chosen], _STAGE_ITERATIONS,
-            )
-            for start in starts
-        ]  # fmt: skip
-        polynomials, shifts[chosen], _ = min(fits, key=lambda fit: fit[2])
-        starts = [polynomials]
-    return np.pad(polynomials, ((0, terms - len(polynomials)), (0, 0))), shifts
+    first = [_with_pedestal(start_coefficients(start)) for start in STARTS]
+    fitted: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # by the stages leading there
+    grown = []
+    for growth in GROWTHS:
+        starts, stage_shifts = first, shifts
+        for depth, (reach, stage_degree) in enumerate(growth, 1):
+            if growth[:depth] not in fitted:
+                stage_degree = min(stage_degree, degree)
+                size = monomials(positions[:1], stage_degree).shape[1]
+                count = max((radius <= reach).sum(), _STAGE_BEADS, 2 * size)
+                chosen = np.argsort(radius)[:count]
+                design = torch.from_numpy(monomials(positions[chosen], stage_degree))
+                fits = [
+                    _least_squares(
+                        pupil, target[chosen], design,
+                        np.pad(start, ((0, max(size - len(start), 0)), (0, 0)))[:size],
+                        stage_shifts[chosen], _STAGE_ITERATIONS,
+                    )
+                    for start in starts
+                ]  # fmt: skip
+                polynomials, chosen_shifts, _ = min(fits, key=lambda fit: fit[2])
+                stage_shifts = stage_shifts.copy()
+                stage_shifts[chosen] = chosen_shifts
+                fitted[growth[:depth]] = polynomials, stage_shifts
+            polynomials, stage_shifts = fitted[growth[:depth]]
+            starts = [polynomials]
+        grown.append((np.pad(polynomials, ((0, terms - len(polynomials)), (0, 0))), stage_shifts))
+    return grown
 
 
 def fit_pupil_field(
@@ -284,8 +289,8 @@ def fit_pupil_field(
     """Fit the pupil field to PSFs (N, K, K) at normalised positions (N, 2) (y, x).
 
     anchors (A, 2), anchor_coefficients (A, len(ABERRATIONS)): single-PSF pupil fits
-    the anchor start is made of (even terms up to the twin sign); the grown start is the
-    other (see the module docstring). shifts (N, 2) px: where each PSF's centre is
+    the anchor start is made of (even terms up to the twin sign); the grown starts are the
+    others (see the module docstring). shifts (N, 2) px: where each PSF's centre is
     thought to be, relative to its centre pixel (None: there). Returns the field, each
     PSF's fitted shift (N, 2) px (PSF ``i``'s chief ray is at its centre plus it) and
     each PSF's pedestal (N,): the share of its window's sum that its background took
@@ -307,7 +312,7 @@ def fit_pupil_field(
     anchored = _signed_start(np.asarray(anchors), np.asarray(anchor_coefficients), degree)
     starts = [
         (_with_pedestal(anchored), shifts),
-        *(_grown_start(pupil, target, positions, degree, shifts, growth) for growth in GROWTHS),
+        *_grown_starts(pupil, target, positions, degree, shifts),
     ]
     fits = [
         _least_squares(pupil, target, design, polynomials, start, _ITERATIONS)
