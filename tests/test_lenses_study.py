@@ -27,7 +27,18 @@ def test_every_lens_trains_every_model_and_the_outputs_follow(tmp_path):
     assert results["lenses"][1]["psf_field"]["tilt"] == lenses.LENSES["tilted"].aberrations["tilt"]
     assert results["lenses"][0]["blurred_input"] != results["lenses"][1]["blurred_input"]
     stored = json.loads((tmp_path / "results.json").read_text())
-    assert len(stored["claims"]) == 5 and all(c["rule"] for c in stored["claims"])
+    assert len(stored["claims"]) == 7 and all(c["rule"] for c in stored["claims"])
+    # the best network on val against each classical method with the true field, per lens
+    for lens in stored["lenses"]:
+        assert lens["best_network"] in lenses.MODELS
+        assert [(c["a"], c["b"]) for c in lens["versus_classical"]] == [
+            (lens["best_network"], "sv-wiener"), (lens["best_network"], "sv-rl")
+        ]  # fmt: skip
+        assert lens["training_s"] > 0 and lens["harm"]
+    classical = next(c for c in stored["claims"] if "classical SV deconvolution" in c["title"])
+    per_lens = [combine_verdicts([c["verdict"] for c in lens["versus_classical"]])
+                for lens in stored["lenses"]]  # fmt: skip
+    assert classical["verdict"] == combine_verdicts(per_lens)
     for lens in stored["lenses"]:
         assert [c["verdict"] for c in lens["comparisons"]] == [
             _paired_verdict(c) for c in lens["comparisons"]
@@ -36,6 +47,8 @@ def test_every_lens_trains_every_model_and_the_outputs_follow(tmp_path):
     assert stored["claims"][0]["verdict"] == combine_verdicts(gains)
     report = (tmp_path / "report.md").read_text()
     assert "When to choose a CG U-Net" in report and "**tilted.**" in report
+    assert "care-unet" in report and "SV RL (true field)" in report
+    assert "Training took" in report and "with the true field known" in report
     assert (tmp_path / "lenses.png").stat().st_size > 0
     # no checkpoints are exported for the lens study
     assert not (tmp_path / "defocus" / "checkpoints").exists()

@@ -28,6 +28,7 @@ __all__ = [
     "EQUIVALENCE_DB",
     "Comparison",
     "Rule",
+    "best_network",
     "combine_verdicts",
     "compare",
     "comparison",
@@ -112,6 +113,14 @@ def compare(results: dict, a: str, b: str, key: str = "psnr_frames") -> Comparis
 def model_row(results: dict, name: str) -> dict:
     """The row of model ``name`` in ``results["models"]``."""
     return next(r for r in results["models"] if r["name"] == name)
+
+
+def best_network(results: dict) -> str:
+    """The trained model with the best validation PSNR: chosen without the test frames."""
+    networks = [r for r in results["models"] if r["params"] and r.get("val_psnr")]
+    if not networks:
+        raise ValueError("no trained network in these results (none has a val_psnr)")
+    return max(networks, key=lambda r: max(r["val_psnr"]))["name"]
 
 
 def combine_verdicts(verdicts: Sequence[str]) -> str:

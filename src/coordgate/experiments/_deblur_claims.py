@@ -7,6 +7,7 @@ from coordgate.claims import (
     COMPARISON_RULE,
     EQUIVALENCE_DB,
     Rule,
+    best_network,
     combine_verdicts,
     compare,
     model_row,
@@ -85,8 +86,7 @@ def _adaptive_baselines(results: dict) -> tuple[str, str]:
 def _network_beats_classical(results: dict) -> tuple[str, str]:
     """The network with the best validation PSNR (chosen without the test frames) against
     each classical method with the true field, combined; CG U-Net(3)'s comparisons beside."""
-    networks = [r for r in results["models"] if r["params"] and r.get("val_psnr")]
-    best = max(networks, key=lambda r: max(r["val_psnr"]))["name"]
+    best = best_network(results)
     parts, verdicts = [f"best network on the val split: {best}"], []
     for name in ("sv-rl", "sv-wiener"):
         comparison = compare(results, best, name)

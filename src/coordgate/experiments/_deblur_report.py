@@ -25,7 +25,16 @@ from coordgate.report import (
 )
 from coordgate.training.metrics import psnr
 
-__all__ = ["COLUMNS", "convergence_note", "report_markdown", "write_outputs"]
+__all__ = [
+    "COLUMNS",
+    "budget_lines",
+    "convergence_note",
+    "harm_lines",
+    "report_markdown",
+    "schedule_text",
+    "training_seconds",
+    "write_outputs",
+]
 
 # the models whose error maps the study draws, when present
 _MAP_MODELS = ("unet3", "cg-unet3", "unet6")
@@ -125,7 +134,7 @@ _STOP_WORDS = {
 }
 
 
-def _schedule_text(preset: dict) -> str:
+def schedule_text(preset: dict) -> str:
     if preset["schedule"] == "cosine" and "anneal_epochs" in preset:
         # results of the 12-epoch cosine (before runs were planned): kept as they ran
         return (
@@ -179,7 +188,7 @@ def _data_text(results: dict) -> str:
         f"Preset **{preset['name']}**: {regime}. {preset['images']} synthetic microscopy "
         f"frames (train {dataset.get('train')}, val {dataset.get('val')}, test "
         f"{dataset.get('test')}), base width {preset['base_channels']}, batch "
-        f"{preset['batch_size']}; {_schedule_text(preset)}. Seeds: {preset['headline_seeds']} "
+        f"{preset['batch_size']}; {schedule_text(preset)}. Seeds: {preset['headline_seeds']} "
         f"for the headline models (U-Net(3), U-Net(6), CG U-Net(3), care-unet), "
         f"{preset['seeds']} for the others (data seed {results['seed']}). Blur: the lens "
         f"{results['psf_field']}, {_noise_text(preset)}. Residual learning (output = input "
@@ -274,12 +283,17 @@ def harm_lines(results: dict) -> list[str]:
     return ["Below the blurred input on the real images:", "", *lines, ""]
 
 
+def training_seconds(models: list[dict]) -> float:
+    """One-thread training time of a study's model rows: every run and halving run."""
+    runs = sum(run["train_s"] for row in models for run in row.get("runs", ()))
+    return runs + sum(row["doubling"].get("half_train_s", 0.0) for row in models
+                      if row.get("doubling"))  # fmt: skip
+
+
 def report_markdown(results: dict) -> str:
     """The study's report, generated from ``results``."""
     baseline = results["blurred_input"]
-    total = sum(run["train_s"] for row in results["models"] for run in row["runs"]) + sum(
-        row["doubling"].get("half_train_s", 0.0) for row in results["models"] if row.get("doubling")
-    )
+    total = training_seconds(results["models"])
     claims = [Claim(**c) for c in results["claims"]] if "claims" in results else None
     title = (
         "# Sensor regime: crops that carry their sensor origin (beyond the paper)"

@@ -8,8 +8,10 @@ carry their sensor origin, whole-frame evaluation through
 content reveals less and less: field curvature (the default), off-axis astigmatism and
 coma oriented along the field angle, and a tilted focal plane with spherical aberration
 (equally wide blur in front of and behind focus, but of different form). Per lens it
-trains U-Net(3), CG U-Net(3), U-Net(6) and CoordConv-UNet(6) with the same schedule and
-seeds and judges the differences with the deblurring study's rule.
+trains U-Net(3), CG U-Net(3), U-Net(6), CoordConv-UNet(6) and CAREamics' CARE configuration
+with the same budget and seeds, runs the classical SV Wiener and Richardson–Lucy with the
+true field (tuned on the validation split), and judges the differences with the
+deblurring study's rule.
 
 Three steps: run (each lens is one :func:`coordgate.experiments.deblur.run_study` in
 ``OUT/LENS``, resumable run by run), claims (:mod:`._lenses_claims`) and report
@@ -22,8 +24,10 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from coordgate.claims import compare, comparison_row
+from coordgate.claims import best_network, compare, comparison_row
 from coordgate.experiments import deblur
+from coordgate.experiments._classical import CLASSICAL
+from coordgate.experiments._deblur_report import harm_lines, training_seconds
 from coordgate.experiments._lenses_claims import lens_claims
 from coordgate.experiments._lenses_report import write_outputs
 from coordgate.optics import DEFAULT_MAX_DEFOCUS
@@ -86,15 +90,17 @@ LENSES = {
 }
 
 #: The models trained for every lens.
-MODELS = ("unet3", "cg-unet3", "unet6", "coordconv-unet6")
+MODELS = ("unet3", "cg-unet3", "unet6", "coordconv-unet6", "care-unet")
 #: The per-lens comparisons (a − b, test PSNR): CoordGate at equal depth, the shallow CG
-#: net against the deep plain one, coordinates as input at depth 6, and the two ways of
-#: giving a network its position against each other.
+#: net against the deep plain one, coordinates as input at depth 6, the two ways of
+#: giving a network its position against each other, and CG U-Net(3) against CARE's
+#: configuration.
 COMPARISONS = (
     ("cg-unet3", "unet3"),
     ("cg-unet3", "unet6"),
     ("coordconv-unet6", "unet6"),
     ("cg-unet3", "coordconv-unet6"),
+    ("cg-unet3", "care-unet"),
 )
 
 PRESETS = {
@@ -225,8 +231,9 @@ def train_lenses(
 def lens_summary(
     lens: Lens, results: dict, comparisons: tuple[tuple[str, str], ...] = COMPARISONS
 ) -> dict:
-    """One lens's entry of the combined results: its field, each model's scores and the
-    ``comparisons`` (a − b) with their verdicts."""
+    """One lens's entry of the combined results: its field, each model's scores, the
+    ``comparisons`` (a − b) with their verdicts, and the network with the best validation
+    PSNR against each classical method with the true field (``versus_classical``)."""
     have = {row["name"] for row in results["models"]}
     models = {
         row["name"]: {
@@ -237,13 +244,18 @@ def lens_summary(
                 "psnr_seeds",
                 "real_psnr",
                 "real_inner_psnr",
+                "real_edge_psnr",
                 "ssim",
                 "train_s",
+                "frame256_ms",
+                "doubling",
             )
         }
         for row in results["models"]
     }
     rows = [comparison_row(compare(results, a, b)) for a, b in comparisons if {a, b} <= have]
+    best = best_network(results) if have - set(CLASSICAL) else None
+    versus = [comparison_row(compare(results, best, c)) for c in CLASSICAL if best and c in have]
     baseline = results["blurred_input"]
     return {
         "name": lens.name,
@@ -252,9 +264,14 @@ def lens_summary(
         "blurred_input": baseline["psnr"],
         "blurred_input_real": baseline["real_psnr"],
         "blurred_input_real_inner": baseline["real_inner_psnr"],
+        "blurred_input_real_edge": baseline["real_edge_psnr"],
         "edge_band_px": baseline["edge_band_px"],
         "models": models,
         "comparisons": rows,
+        "best_network": best,
+        "versus_classical": versus,
+        "harm": harm_lines(results),
+        "training_s": training_seconds(results["models"]),
         "error_profiles": results["error_profiles"],
         "stopped": sorted({run["stopped"] for row in results["models"] for run in row["runs"]}),
     }
