@@ -27,7 +27,7 @@ def test_every_lens_trains_every_model_and_the_outputs_follow(tmp_path):
     assert results["lenses"][1]["psf_field"]["tilt"] == lenses.LENSES["tilted"].aberrations["tilt"]
     assert results["lenses"][0]["blurred_input"] != results["lenses"][1]["blurred_input"]
     stored = json.loads((tmp_path / "results.json").read_text())
-    assert len(stored["claims"]) == 7 and all(c["rule"] for c in stored["claims"])
+    assert len(stored["claims"]) == 8 and all(c["rule"] for c in stored["claims"])
     # the best network on val against each classical method with the true field, per lens
     for lens in stored["lenses"]:
         assert lens["best_network"] in lenses.MODELS
@@ -64,12 +64,24 @@ def _paired_verdict(row: dict) -> str:
     return "within noise"
 
 
+def test_without_training_only_the_classical_rows_are_scored(tmp_path):
+    results = lenses.run_study(TINY, tmp_path, lenses=("tilted",), progress=False, train=False)
+    (lens,) = results["lenses"]
+    assert set(lens["models"]) == {"sv-wiener", "sv-rl"} and not lens["comparisons"]
+    assert lens["best_network"] is None and lens["versus_classical"] == []
+    assert not (tmp_path / "tilted" / "runs").exists()
+    assert "not measured" in results["claims"][0]["evidence"]
+
+
 def test_unknown_lens_is_a_clean_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="lenses must be some of"):
         lenses.run_study(TINY, tmp_path, lenses=("fisheye",))
     with pytest.raises(SystemExit) as exit_:
         main(["reproduce", "lenses", "--out", str(tmp_path), "--lenses", "fisheye"])
     assert exit_.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["reproduce", "lenses", "--out", str(tmp_path), "--models", "unet9"])
     assert "invalid choice" in capsys.readouterr().err
 
 

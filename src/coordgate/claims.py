@@ -33,6 +33,7 @@ __all__ = [
     "compare",
     "comparison",
     "comparison_row",
+    "from_row",
     "model_row",
     "per_lens_claim",
 ]
@@ -171,7 +172,8 @@ def comparison_row(comparison: Comparison) -> dict:
     }
 
 
-def _from_row(row: dict) -> Comparison:
+def from_row(row: dict) -> Comparison:
+    """A stored comparison row back as a :class:`Comparison`."""
     return Comparison(
         row["a"], row["b"], row["delta"], row["uncertainty"], tuple(row["seed_deltas"])
     )
@@ -195,7 +197,7 @@ def per_lens_claim(title: str, paper: str, a: str, b: str, equivalence: bool = F
             row = comparison(lens, a, b)
             if row is None:
                 continue
-            judged = _from_row(row)
+            judged = from_row(row)
             verdict = judged.verdict
             if equivalence:
                 verdict = "supported" if judged.equivalent else "not supported"

@@ -110,6 +110,14 @@ _CLAIMS = (
         "care-unet",
     ),
     _network_beats_classical,
+    per_lens_claim(
+        "(ours) Gates as wide as their channels perform like 32-wide gates, lens by lens",
+        "the paper's CG(L,k,c,p) encodes coordinates with p layers of c nodes; the U-Net "
+        "experiments do not say how wide the gates are",
+        "cg-unet3-narrow",
+        "cg-unet3",
+        equivalence=True,
+    ),
     _gain_grows,
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordgate.atomic import atomic_write_text
-from coordgate.claims import comparison
+from coordgate.claims import EQUIVALENCE_DB, comparison, from_row
 from coordgate.experiments._deblur_report import budget_lines, schedule_text
 from coordgate.optics import PSFField
 from coordgate.plots.lenses import lens_gain_figure
@@ -14,8 +14,10 @@ from coordgate.report import Claim, claims_markdown, environment_section, write_
 
 __all__ = ["advice", "report_markdown", "write_outputs"]
 
-_MODELS = ("unet3", "cg-unet3", "unet6", "coordconv-unet6", "care-unet", "sv-wiener", "sv-rl")
-_HEADERS = {"unet3": "U-Net(3)", "cg-unet3": "CG U-Net(3)", "unet6": "U-Net(6)",
+_MODELS = ("unet3", "cg-unet3", "cg-unet3-narrow", "unet6", "coordconv-unet6", "care-unet",
+           "sv-wiener", "sv-rl")  # fmt: skip
+_HEADERS = {"unet3": "U-Net(3)", "cg-unet3": "CG U-Net(3)",
+            "cg-unet3-narrow": "CG U-Net(3), narrow gates", "unet6": "U-Net(6)",
             "coordconv-unet6": "CoordConv-UNet(6)", "care-unet": "care-unet",
             "sv-wiener": "SV Wiener (true field)", "sv-rl": "SV RL (true field)"}  # fmt: skip
 
@@ -98,7 +100,23 @@ def advice(lens: dict) -> str:
         f"**{lens['name']}.** {_gain_sentence(comparison(lens, 'cg-unet3', 'unet3'))}; "
         f"{_depth_sentence(comparison(lens, 'cg-unet3', 'unet6'), ratio)}."
     )
-    return text + _coordconv_sentence(lens) + _classical_sentence(lens) + _real_sentence(lens)
+    return (
+        text + _coordconv_sentence(lens) + _gates_sentence(lens) + _classical_sentence(lens)
+        + _real_sentence(lens)
+    )  # fmt: skip
+
+
+def _gates_sentence(lens: dict) -> str:
+    row = comparison(lens, "cg-unet3-narrow", "cg-unet3")
+    if row is None:
+        return ""
+    like = from_row(row).equivalent
+    return (
+        f" Gates as wide as their channels change CG U-Net(3) by {_delta(row)}: "
+        + ("they perform like the 32-wide ones and train faster" if like
+           else f"more than max({EQUIVALENCE_DB} dB, 2u) apart, so not alike")
+        + "."
+    )  # fmt: skip
 
 
 def _classical_sentence(lens: dict) -> str:

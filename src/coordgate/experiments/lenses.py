@@ -8,10 +8,13 @@ carry their sensor origin, whole-frame evaluation through
 content reveals less and less: field curvature (the default), off-axis astigmatism and
 coma oriented along the field angle, and a tilted focal plane with spherical aberration
 (equally wide blur in front of and behind focus, but of different form). Per lens it
-trains U-Net(3), CG U-Net(3), U-Net(6), CoordConv-UNet(6) and CAREamics' CARE configuration
-with the same budget and seeds, runs the classical SV Wiener and Richardson–Lucy with the
-true field (tuned on the validation split), and judges the differences with the
-deblurring study's rule.
+trains U-Net(3), CG U-Net(3), CG U-Net(3) with gates as wide as the channels they gate
+(``cg-unet3-narrow``: the paper's CG(L,k,c,p) encoder of c nodes per layer; the default
+encoders are 32 wide at every level), U-Net(6), CoordConv-UNet(6) and CAREamics' CARE
+configuration with the same budget and seeds, runs the classical SV Wiener and
+Richardson–Lucy with the true field (tuned on the validation split), and judges the
+differences with the deblurring study's rule. (The narrow gates were a study of their own,
+``results/gate-width``, until it was folded in here.)
 
 Three steps: run (each lens is one :func:`coordgate.experiments.deblur.run_study` in
 ``OUT/LENS``, resumable run by run), claims (:mod:`._lenses_claims`) and report
@@ -90,17 +93,18 @@ LENSES = {
 }
 
 #: The models trained for every lens.
-MODELS = ("unet3", "cg-unet3", "unet6", "coordconv-unet6", "care-unet")
+MODELS = ("unet3", "cg-unet3", "cg-unet3-narrow", "unet6", "coordconv-unet6", "care-unet")
 #: The per-lens comparisons (a − b, test PSNR): CoordGate at equal depth, the shallow CG
 #: net against the deep plain one, coordinates as input at depth 6, the two ways of
-#: giving a network its position against each other, and CG U-Net(3) against CARE's
-#: configuration.
+#: giving a network its position against each other, CG U-Net(3) against CARE's
+#: configuration, and narrow gates against the default 32-wide ones.
 COMPARISONS = (
     ("cg-unet3", "unet3"),
     ("cg-unet3", "unet6"),
     ("coordconv-unet6", "unet6"),
     ("cg-unet3", "coordconv-unet6"),
     ("cg-unet3", "care-unet"),
+    ("cg-unet3-narrow", "cg-unet3"),
 )
 
 PRESETS = {
@@ -125,7 +129,7 @@ BUDGET_TEST_LENS = "tilted"
 def add_arguments(
     parser: argparse.ArgumentParser,
     presets: dict[str, deblur.Preset] = PRESETS,
-    duration: str = "about 1.5 h on 2 cores with two processes",
+    duration: str = "about 8 h on 2 cores with two processes (280 epochs per run)",
 ) -> None:
     """The command line of a study over the lenses: ``--preset`` (one of ``presets``; the
     sensor preset takes ``duration``), ``--lenses`` and the deblurring study's run options."""
@@ -143,18 +147,36 @@ def add_arguments(
         help="lenses to run (default: all; run subsets in parallel processes on the same "
         "--out, then once with all to write the combined report)",
     )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=None,
+        help="models to train (default: all; like --lenses, subsets may run in parallel "
+        "processes on the same --out)",
+    )
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: score the finished runs, report them and list the rest as "
+        "not trained yet (a study spread over several sessions)",
+    )
     deblur.add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     deblur.set_threads(args.threads)
+    preset = PRESETS[args.preset]
+    if args.models:
+        preset = replace(preset, models=tuple(args.models))
     results = run_study(
-        PRESETS[args.preset],
+        preset,
         args.out,
         lenses=tuple(args.lenses or LENSES),
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
+        train=not args.no_train,
     )
     print(f"\nlens study, preset {args.preset!r} (test PSNR, mean over seeds):")
     for lens in results["lenses"]:
@@ -184,15 +206,18 @@ def run_study(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    train: bool = True,
 ) -> dict:
     """Train or reuse every model and seed for each lens (``OUT/LENS``), compare them,
-    judge the claims and write the combined outputs. Returns ``results.json``'s content."""
+    judge the claims and write the combined outputs (without ``train``, only finished runs
+    are scored, as in :func:`coordgate.experiments.deblur.run_study`). Returns
+    ``results.json``'s content."""
     out = Path(out)
     results = {
         "preset": preset.to_dict(),
         "seed": seed,
         "environment": environment(),
-        "lenses": train_lenses(preset, out, lenses, COMPARISONS, seed, device, progress),
+        "lenses": train_lenses(preset, out, lenses, seed, device, progress, train),
     }
     results["claims"] = [claim.to_dict() for claim in lens_claims(results)]
     write_outputs(results, out)
@@ -203,13 +228,13 @@ def train_lenses(
     preset: deblur.Preset,
     out: Path,
     lenses: tuple[str, ...],
-    comparisons: tuple[tuple[str, str], ...],
     seed: int,
     device: str,
     progress: bool,
+    train: bool = True,
 ) -> list[dict]:
-    """Train or reuse the preset's models and seeds on each lens (one deblurring study in
-    ``out/LENS``) and summarise each lens with ``comparisons`` (:func:`lens_summary`)."""
+    """Train (or, without ``train``, only score) the preset's models and seeds on each lens
+    (one deblurring study in ``out/LENS``) and summarise each lens (:func:`lens_summary`)."""
     unknown = sorted(set(lenses) - set(LENSES))
     if unknown or not lenses:
         raise ValueError(f"lenses must be some of {sorted(LENSES)}, got {list(lenses)}")
@@ -223,16 +248,15 @@ def train_lenses(
             device=device,
             progress=progress,
             export=False,
+            train=train,
         )
-        summaries.append(lens_summary(LENSES[name], per_lens, comparisons))
+        summaries.append(lens_summary(LENSES[name], per_lens))
     return summaries
 
 
-def lens_summary(
-    lens: Lens, results: dict, comparisons: tuple[tuple[str, str], ...] = COMPARISONS
-) -> dict:
+def lens_summary(lens: Lens, results: dict) -> dict:
     """One lens's entry of the combined results: its field, each model's scores, the
-    ``comparisons`` (a − b) with their verdicts, and the network with the best validation
+    :data:`COMPARISONS` (a − b) with their verdicts, and the network with the best validation
     PSNR against each classical method with the true field (``versus_classical``)."""
     have = {row["name"] for row in results["models"]}
     models = {
@@ -253,7 +277,7 @@ def lens_summary(
         }
         for row in results["models"]
     }
-    rows = [comparison_row(compare(results, a, b)) for a, b in comparisons if {a, b} <= have]
+    rows = [comparison_row(compare(results, a, b)) for a, b in COMPARISONS if {a, b} <= have]
     best = best_network(results) if have - set(CLASSICAL) else None
     versus = [comparison_row(compare(results, best, c)) for c in CLASSICAL if best and c in have]
     baseline = results["blurred_input"]
