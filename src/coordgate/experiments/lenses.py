@@ -29,8 +29,6 @@ from pathlib import Path
 
 from coordgate.claims import best_network, compare, comparison_row
 from coordgate.experiments import deblur
-from coordgate.experiments._classical import CLASSICAL
-from coordgate.experiments._deblur_report import harm_lines, training_seconds
 from coordgate.experiments._lenses_claims import lens_claims
 from coordgate.experiments._lenses_report import write_outputs
 from coordgate.optics import DEFAULT_MAX_DEFOCUS
@@ -278,8 +276,9 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         for row in results["models"]
     }
     rows = [comparison_row(compare(results, a, b)) for a, b in COMPARISONS if {a, b} <= have]
-    best = best_network(results) if have - set(CLASSICAL) else None
-    versus = [comparison_row(compare(results, best, c)) for c in CLASSICAL if best and c in have]
+    classical = [name for name in deblur.CLASSICAL if name in have]
+    best = best_network(results) if have - set(classical) else None
+    versus = [comparison_row(compare(results, best, c)) for c in classical if best]
     baseline = results["blurred_input"]
     return {
         "name": lens.name,
@@ -294,8 +293,8 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         "comparisons": rows,
         "best_network": best,
         "versus_classical": versus,
-        "harm": harm_lines(results),
-        "training_s": training_seconds(results["models"]),
+        "harm": deblur.harm_lines(results),
+        "training_s": deblur.training_seconds(results["models"]),
         "error_profiles": results["error_profiles"],
         "stopped": sorted({run["stopped"] for row in results["models"] for run in row["runs"]}),
     }
