@@ -63,6 +63,7 @@ __all__ = [
     "SHARED",
     "Preset",
     "add_arguments",
+    "add_no_train_argument",
     "add_run_arguments",
     "budget_lines",
     "budget_test",
@@ -294,13 +295,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CROP_ORIGINS,
         help="how training crops are placed on the sensor (default: the preset's, covering)",
     )
+    add_no_train_argument(parser)
+    add_run_arguments(parser)
+
+
+def add_no_train_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-train``: score the finished runs only (a study spread over sessions)."""
     parser.add_argument(
         "--no-train",
         action="store_true",
         help="train nothing: score the finished runs, report them and list the rest as "
         "not trained yet (a study spread over several sessions)",
     )
-    add_run_arguments(parser)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -124,18 +124,15 @@ PRESETS = {
 BUDGET_TEST_LENS = "tilted"
 
 
-def add_arguments(
-    parser: argparse.ArgumentParser,
-    presets: dict[str, deblur.Preset] = PRESETS,
-    duration: str = "about 8 h on 2 cores with two processes (280 epochs per run)",
-) -> None:
-    """The command line of a study over the lenses: ``--preset`` (one of ``presets``; the
-    sensor preset takes ``duration``), ``--lenses`` and the deblurring study's run options."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The study's command line: ``--preset``, ``--lenses``, ``--models``, ``--no-train``
+    and the deblurring study's run options."""
     parser.add_argument(
         "--preset",
-        choices=sorted(presets),
+        choices=sorted(PRESETS),
         default="quick",
-        help=f"scale (quick: a smoke run in minutes; sensor: the committed study, {duration})",
+        help="scale (quick: a smoke run in minutes; sensor: the committed study, about 8 h "
+        "on 2 cores with two processes, 280 epochs per run)",
     )
     parser.add_argument(
         "--lenses",
@@ -153,12 +150,7 @@ def add_arguments(
         help="models to train (default: all; like --lenses, subsets may run in parallel "
         "processes on the same --out)",
     )
-    parser.add_argument(
-        "--no-train",
-        action="store_true",
-        help="train nothing: score the finished runs, report them and list the rest as "
-        "not trained yet (a study spread over several sessions)",
-    )
+    deblur.add_no_train_argument(parser)
     deblur.add_run_arguments(parser)
 
 
