@@ -7,7 +7,7 @@ from pathlib import Path
 
 from coordgate.atomic import atomic_write_text
 from coordgate.claims import EQUIVALENCE_DB, comparison, from_row
-from coordgate.experiments._deblur_report import budget_lines, schedule_text
+from coordgate.experiments.deblur import budget_lines, schedule_text
 from coordgate.optics import PSFField
 from coordgate.plots.lenses import lens_gain_figure
 from coordgate.report import Claim, claims_markdown, environment_section, write_json

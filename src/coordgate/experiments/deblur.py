@@ -30,7 +30,13 @@ from coordgate.data.pairs import CROP_ORIGINS, NoiseModel, PairDataset, build_pa
 from coordgate.data.samples import sample_images
 from coordgate.experiments._classical import CLASSICAL, tune_classical
 from coordgate.experiments._deblur_claims import deblur_claims
-from coordgate.experiments._deblur_report import write_outputs
+from coordgate.experiments._deblur_report import (
+    budget_lines,
+    harm_lines,
+    schedule_text,
+    training_seconds,
+    write_outputs,
+)
 from coordgate.experiments._records import load_record, save_record
 from coordgate.frames import coordinate_grid
 from coordgate.inference import predict
@@ -51,20 +57,26 @@ from coordgate.training.plateau import doubling_test
 
 __all__ = [
     "ALL_MODELS",
+    "CLASSICAL",
     "HEADLINE",
     "PRESETS",
     "SHARED",
     "Preset",
     "add_arguments",
+    "add_no_train_argument",
     "add_run_arguments",
+    "budget_lines",
     "budget_test",
     "deblur_claims",
     "export_checkpoints",
+    "harm_lines",
     "run",
     "run_study",
+    "schedule_text",
     "set_threads",
     "study_pairs",
     "train_model",
+    "training_seconds",
 ]
 
 ALL_MODELS = (
@@ -283,13 +295,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CROP_ORIGINS,
         help="how training crops are placed on the sensor (default: the preset's, covering)",
     )
+    add_no_train_argument(parser)
+    add_run_arguments(parser)
+
+
+def add_no_train_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-train``: score the finished runs only (a study spread over sessions)."""
     parser.add_argument(
         "--no-train",
         action="store_true",
         help="train nothing: score the finished runs, report them and list the rest as "
         "not trained yet (a study spread over several sessions)",
     )
-    add_run_arguments(parser)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

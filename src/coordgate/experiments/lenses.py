@@ -29,8 +29,6 @@ from pathlib import Path
 
 from coordgate.claims import best_network, compare, comparison_row
 from coordgate.experiments import deblur
-from coordgate.experiments._classical import CLASSICAL
-from coordgate.experiments._deblur_report import harm_lines, training_seconds
 from coordgate.experiments._lenses_claims import lens_claims
 from coordgate.experiments._lenses_report import write_outputs
 from coordgate.optics import DEFAULT_MAX_DEFOCUS
@@ -126,18 +124,15 @@ PRESETS = {
 BUDGET_TEST_LENS = "tilted"
 
 
-def add_arguments(
-    parser: argparse.ArgumentParser,
-    presets: dict[str, deblur.Preset] = PRESETS,
-    duration: str = "about 8 h on 2 cores with two processes (280 epochs per run)",
-) -> None:
-    """The command line of a study over the lenses: ``--preset`` (one of ``presets``; the
-    sensor preset takes ``duration``), ``--lenses`` and the deblurring study's run options."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The study's command line: ``--preset``, ``--lenses``, ``--models``, ``--no-train``
+    and the deblurring study's run options."""
     parser.add_argument(
         "--preset",
-        choices=sorted(presets),
+        choices=sorted(PRESETS),
         default="quick",
-        help=f"scale (quick: a smoke run in minutes; sensor: the committed study, {duration})",
+        help="scale (quick: a smoke run in minutes; sensor: the committed study, about 8 h "
+        "on 2 cores with two processes, 280 epochs per run)",
     )
     parser.add_argument(
         "--lenses",
@@ -155,12 +150,7 @@ def add_arguments(
         help="models to train (default: all; like --lenses, subsets may run in parallel "
         "processes on the same --out)",
     )
-    parser.add_argument(
-        "--no-train",
-        action="store_true",
-        help="train nothing: score the finished runs, report them and list the rest as "
-        "not trained yet (a study spread over several sessions)",
-    )
+    deblur.add_no_train_argument(parser)
     deblur.add_run_arguments(parser)
 
 
@@ -278,8 +268,9 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         for row in results["models"]
     }
     rows = [comparison_row(compare(results, a, b)) for a, b in COMPARISONS if {a, b} <= have]
-    best = best_network(results) if have - set(CLASSICAL) else None
-    versus = [comparison_row(compare(results, best, c)) for c in CLASSICAL if best and c in have]
+    classical = [name for name in deblur.CLASSICAL if name in have]
+    best = best_network(results) if have - set(classical) else None
+    versus = [comparison_row(compare(results, best, c)) for c in classical if best]
     baseline = results["blurred_input"]
     return {
         "name": lens.name,
@@ -294,8 +285,8 @@ def lens_summary(lens: Lens, results: dict) -> dict:
         "comparisons": rows,
         "best_network": best,
         "versus_classical": versus,
-        "harm": harm_lines(results),
-        "training_s": training_seconds(results["models"]),
+        "harm": deblur.harm_lines(results),
+        "training_s": deblur.training_seconds(results["models"]),
         "error_profiles": results["error_profiles"],
         "stopped": sorted({run["stopped"] for row in results["models"] for run in row["runs"]}),
     }
