@@ -568,12 +568,9 @@ def _centre_on_chief_ray(
             pupil_scale=pupil_scale, max_extrapolation=max_extrapolation,
         )  # fmt: skip
         candidates = [fitted("polynomial", None)]
-        if degree >= 2 and active.sum() >= _PUPIL_BEADS_PER_TERM * len(SEIDEL):
+        if degree >= 2 and active.sum() >= len(SEIDEL):
             candidates.append(fitted("seidel", candidates[0][:2]))
-        # the Seidel form (fewer numbers) unless the polynomials predict held-out beads better
-        pupil, pupil_shifts, pedestals, corrected, held_out = min(
-            reversed(candidates), key=lambda c: float(np.median(c[4]))
-        )
+        pupil, pupil_shifts, pedestals, corrected, held_out = _simplest_form(candidates)
         summary = _pupil_summary(
             pupil,
             pedestals,
@@ -627,6 +624,20 @@ def _pupil_candidate(
     positions = state.positions[active]
     held_out = held_out_residuals(psfs, positions, _refitter(pupil, fit, psfs, positions))
     return pupil, shifts, pedestals, corrected, held_out
+
+
+def _simplest_form(candidates: list[tuple]) -> tuple:
+    """The last (simplest) of the :func:`_pupil_candidate` fits unless the first (the
+    polynomials) predicts the same held-out beads better by more than twice the standard
+    error of their paired differences: held-out residuals of beads this noisy differ by a
+    few percent between equally good fits, and the polynomials' extra freedom, unseen by
+    the beads, is where the field goes wrong between and beyond them."""
+    first, last = candidates[0], candidates[-1]
+    gains = np.asarray(last[4]) - np.asarray(first[4])
+    if len(gains) < 2:
+        return last
+    significant = gains.mean() > 2 * gains.std(ddof=1) / np.sqrt(len(gains))
+    return first if significant else last
 
 
 def _self_check(
