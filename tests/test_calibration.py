@@ -20,6 +20,7 @@ from coordgate.optics.calibration import (
     simulate_beads,
 )
 from coordgate.optics.calibration.beads import centroids, fourier_shift
+from coordgate.optics.calibration.pupil_field import FORMS
 
 K = 11
 SIZE = 160
@@ -424,6 +425,10 @@ def test_a_strongly_aberrated_lens_is_calibrated_within_the_bounds(strong_lens_c
     assert code == 0 and summary["model"] == "pupil"
     errors = field_errors(PSFField.load(out), truth)
     assert errors["median"] <= 0.05 and errors["worst"] <= 0.15, errors
+    # both forms were fitted, and the report says which one the field is
+    pupil = summary["settings"]["pupil"]
+    assert set(pupil["held_out_residual_median_by_form"]) == set(FORMS)
+    assert pupil["form"] in FORMS
     check = summary["self_check"]
     assert len(check["regions"]) == 9 and check["verdict"] != "poor"
     assert max(r["ratio"] for r in check["regions"]) < 1.5

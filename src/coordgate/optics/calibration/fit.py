@@ -72,6 +72,7 @@ from coordgate.optics.calibration.model import (
 from coordgate.optics.calibration.pupil import check_pupil_scale, chief_ray_offsets
 from coordgate.optics.calibration.pupil_field import (
     DEFAULT_DEGREE,
+    SEIDEL,
     PupilField,
     fit_pupil_field,
     monomials,
@@ -345,6 +346,7 @@ def _pupil_summary(
     pedestals: np.ndarray,
     pupil_held_out: np.ndarray,
     low_rank_held_out: np.ndarray,
+    forms: dict[str, float],
 ) -> dict[str, Any]:
     """The pupil field's fit: residuals beside the low-rank field's, and whether it is better.
 
@@ -353,10 +355,13 @@ def _pupil_summary(
     fit residuals would favour the flexible low-rank field, which fits the noise too: on
     a 15 px test lens (astigmatism 0.3, coma 0.25) it fitted the beads to 3.4 % against
     the pupil's 4.8 %, yet its field was 33 % from the truth and the pupil's 1.3 %.
+    ``forms``: the median held-out residual of each pupil form fitted.
     """
     held, low_rank = float(np.median(pupil_held_out)), float(np.median(low_rank_held_out))
     return {
         "degree": pupil.degree,
+        "form": pupil.form,
+        "held_out_residual_median_by_form": forms,
         "pupil_scale": pupil.pupil_scale,
         "fit_residual_median": float(np.median(pupil.residuals)),
         "fit_residual_max": float(pupil.residuals.max()),
@@ -557,29 +562,23 @@ def _centre_on_chief_ray(
     few = active.sum() < _PUPIL_BEADS_PER_TERM * monomials(np.zeros((1, 2)), degree).shape[1]
     summary = None
     if field_model == "pupil" or (field_model == "auto" and not few):
-        # The pupil model translates its PSFs exactly (a phase ramp), so it is fitted to
-        # the windows as cut, not to windows already shifted by interpolation.
-        raw = _cut(state.windows[active], None, state.psf_size)
-        pupil, pupil_shifts, pedestals = fit_pupil_field(
-            raw,
-            state.positions[active],
-            anchors,
-            coefficients,
-            shifts=state.shifts[active],
-            degree=degree,
-            pupil_scale=pupil_scale,
-            max_extrapolation=max_extrapolation,
-        )
-        corrected = _without_pedestals(state, pedestals)
-        pupil_psfs = _cut(corrected[active], pupil_shifts, state.psf_size)
         positions = state.positions[active]
+        fitted = partial(
+            _pupil_candidate, state, fit, anchors, coefficients, degree=degree,
+            pupil_scale=pupil_scale, max_extrapolation=max_extrapolation,
+        )  # fmt: skip
+        candidates = [fitted("polynomial", None)]
+        if degree >= 2 and active.sum() >= len(SEIDEL):
+            candidates.append(fitted("seidel", candidates[0][:2]))
+        pupil, pupil_shifts, pedestals, corrected, held_out = _simplest_form(candidates)
         summary = _pupil_summary(
             pupil,
             pedestals,
-            held_out_residuals(pupil_psfs, positions, _refitter(pupil, fit, pupil_psfs, positions)),
+            held_out,
             held_out_residuals(
                 state.psfs[active], positions, _refitter(model, fit, state.psfs[active], positions)
             ),
+            {c[0].form: float(np.median(c[4])) for c in candidates},
         )
         if field_model == "pupil" or summary["better"]:
             # Each used bead moves to its chief ray; the rejected ones keep their shift.
@@ -595,6 +594,50 @@ def _centre_on_chief_ray(
             state.psfs[active], state.positions[active], rank=model.rank, smoothing=model.smoothing
         )
     return model, model, chief_ray, summary
+
+
+def _pupil_candidate(
+    state: _BeadFit,
+    fit,
+    anchors: np.ndarray,
+    coefficients: np.ndarray,
+    form: str,
+    start: tuple[PupilField, np.ndarray] | None,
+    *,
+    degree: int,
+    pupil_scale: float,
+    max_extrapolation: float,
+) -> tuple[PupilField, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pupil field of ``form`` fitted to the active beads: (field, their shifts, their
+    pedestals, the windows with the pedestals added back, the held-out residuals)."""
+    active = state.active
+    # The pupil model translates its PSFs exactly (a phase ramp), so it is fitted to the
+    # windows as cut, not to windows already shifted by interpolation.
+    raw = _cut(state.windows[active], None, state.psf_size)
+    pupil, shifts, pedestals = fit_pupil_field(
+        raw, state.positions[active], anchors, coefficients, shifts=state.shifts[active],
+        degree=degree, pupil_scale=pupil_scale, max_extrapolation=max_extrapolation,
+        form=form, start=start,
+    )  # fmt: skip
+    corrected = _without_pedestals(state, pedestals)
+    psfs = _cut(corrected[active], shifts, state.psf_size)
+    positions = state.positions[active]
+    held_out = held_out_residuals(psfs, positions, _refitter(pupil, fit, psfs, positions))
+    return pupil, shifts, pedestals, corrected, held_out
+
+
+def _simplest_form(candidates: list[tuple]) -> tuple:
+    """The last (simplest) of the :func:`_pupil_candidate` fits unless the first (the
+    polynomials) predicts the same held-out beads better by more than twice the standard
+    error of their paired differences: held-out residuals of beads this noisy differ by a
+    few percent between equally good fits, and the polynomials' extra freedom, unseen by
+    the beads, is where the field goes wrong between and beyond them."""
+    first, last = candidates[0], candidates[-1]
+    gains = np.asarray(last[4]) - np.asarray(first[4])
+    if len(gains) < 2:
+        return last
+    significant = gains.mean() > 2 * gains.std(ddof=1) / np.sqrt(len(gains))
+    return first if significant else last
 
 
 def _self_check(
