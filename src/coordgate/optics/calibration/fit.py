@@ -49,7 +49,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -563,29 +563,33 @@ def _centre_on_chief_ray(
     summary = None
     if field_model == "pupil" or (field_model == "auto" and not few):
         positions = state.positions[active]
+        # The pupil model translates its PSFs exactly (a phase ramp), so it is fitted to
+        # the windows as cut, not to windows already shifted by interpolation.
+        raw = _cut(state.windows[active], None, state.psf_size)
         fitted = partial(
-            _pupil_candidate, state, fit, anchors, coefficients, degree=degree,
+            _pupil_candidate, state, fit, raw, anchors, coefficients, degree=degree,
             pupil_scale=pupil_scale, max_extrapolation=max_extrapolation,
         )  # fmt: skip
         candidates = [fitted("polynomial", None)]
         if degree >= 2 and active.sum() >= len(SEIDEL):
-            candidates.append(fitted("seidel", candidates[0][:2]))
-        pupil, pupil_shifts, pedestals, corrected, held_out = _simplest_form(candidates)
+            first = candidates[0]
+            candidates.append(fitted("seidel", (first.field, first.shifts)))
+        chosen = _simplest_form(candidates)
         summary = _pupil_summary(
-            pupil,
-            pedestals,
-            held_out,
+            chosen.field,
+            chosen.pedestals,
+            chosen.held_out,
             held_out_residuals(
                 state.psfs[active], positions, _refitter(model, fit, state.psfs[active], positions)
             ),
-            {c[0].form: float(np.median(c[4])) for c in candidates},
+            {c.field.form: float(np.median(c.held_out)) for c in candidates},
         )
         if field_model == "pupil" or summary["better"]:
             # Each used bead moves to its chief ray; the rejected ones keep their shift.
-            state.shifts[active] = pupil_shifts
-            state.windows = corrected
+            state.shifts[active] = chosen.shifts
+            state.windows = chosen.corrected
             state.cut()
-            return pupil, low_rank, chief_ray, summary
+            return chosen.field, low_rank, chief_ray, summary
     if chief_ray["used"]:
         # One more fit of the beads re-centred on the chief ray, rank and smoothing kept.
         state.shifts = state.shifts + offsets_at(state.positions)
@@ -596,9 +600,21 @@ def _centre_on_chief_ray(
     return model, model, chief_ray, summary
 
 
+class _PupilCandidate(NamedTuple):
+    """One pupil field fitted to the active beads: the field, their shifts (N, 2) and
+    pedestals (N,), every window with the pedestals added back, the held-out residuals (N,)."""
+
+    field: PupilField
+    shifts: np.ndarray
+    pedestals: np.ndarray
+    corrected: np.ndarray
+    held_out: np.ndarray
+
+
 def _pupil_candidate(
     state: _BeadFit,
     fit,
+    raw: np.ndarray,
     anchors: np.ndarray,
     coefficients: np.ndarray,
     form: str,
@@ -607,13 +623,9 @@ def _pupil_candidate(
     degree: int,
     pupil_scale: float,
     max_extrapolation: float,
-) -> tuple[PupilField, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pupil field of ``form`` fitted to the active beads: (field, their shifts, their
-    pedestals, the windows with the pedestals added back, the held-out residuals)."""
+) -> _PupilCandidate:
+    """The pupil field of ``form`` fitted to the active beads' windows as cut (``raw``)."""
     active = state.active
-    # The pupil model translates its PSFs exactly (a phase ramp), so it is fitted to the
-    # windows as cut, not to windows already shifted by interpolation.
-    raw = _cut(state.windows[active], None, state.psf_size)
     pupil, shifts, pedestals = fit_pupil_field(
         raw, state.positions[active], anchors, coefficients, shifts=state.shifts[active],
         degree=degree, pupil_scale=pupil_scale, max_extrapolation=max_extrapolation,
@@ -623,17 +635,17 @@ def _pupil_candidate(
     psfs = _cut(corrected[active], shifts, state.psf_size)
     positions = state.positions[active]
     held_out = held_out_residuals(psfs, positions, _refitter(pupil, fit, psfs, positions))
-    return pupil, shifts, pedestals, corrected, held_out
+    return _PupilCandidate(pupil, shifts, pedestals, corrected, held_out)
 
 
-def _simplest_form(candidates: list[tuple]) -> tuple:
+def _simplest_form(candidates: list[_PupilCandidate]) -> _PupilCandidate:
     """The last (simplest) of the :func:`_pupil_candidate` fits unless the first (the
     polynomials) predicts the same held-out beads better by more than twice the standard
     error of their paired differences: held-out residuals of beads this noisy differ by a
     few percent between equally good fits, and the polynomials' extra freedom, unseen by
     the beads, is where the field goes wrong between and beyond them."""
     first, last = candidates[0], candidates[-1]
-    gains = np.asarray(last[4]) - np.asarray(first[4])
+    gains = np.asarray(last.held_out) - np.asarray(first.held_out)
     if len(gains) < 2:
         return last
     significant = gains.mean() > 2 * gains.std(ddof=1) / np.sqrt(len(gains))

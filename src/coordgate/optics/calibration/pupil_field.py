@@ -250,9 +250,12 @@ def _weights(polynomials: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
     return np.linalg.lstsq(basis.reshape(len(basis), -1).T, polynomials.ravel(), rcond=None)[0]
 
 
-def _with_pedestal(polynomials: np.ndarray) -> np.ndarray:
-    """Polynomials (M, 6) of the aberrations with a zero pedestal column: (M, 7)."""
-    return np.pad(polynomials, ((0, 0), (0, 1)))
+def _with_pedestal(polynomials: np.ndarray, pedestal: np.ndarray | None = None) -> np.ndarray:
+    """Polynomials (M, 6) of the aberrations with the pedestal's (M,) as a last column
+    (None: zero): (M, 7)."""
+    if pedestal is None:
+        return np.pad(polynomials, ((0, 0), (0, 1)))
+    return np.column_stack([polynomials, pedestal])
 
 
 def _signed_start(anchors: np.ndarray, coefficients: np.ndarray, degree: int) -> np.ndarray:
@@ -368,12 +371,13 @@ def _grown_starts(
 
 
 def _seidel_starts(
-    degree: int, shifts: np.ndarray, start: tuple[PupilField, np.ndarray] | None
+    basis: np.ndarray, shifts: np.ndarray, start: tuple[PupilField, np.ndarray] | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Weights of :data:`SEIDEL` (J,) and shifts: one per
     :data:`~coordgate.optics.calibration.pupil.STARTS` (its defocus and spherical
-    constant), and the projection of a fitted ``start`` field (with its shifts)."""
-    basis, names = _basis("seidel", degree), [name for name, _ in SEIDEL]
+    constant), and the projection on ``basis`` (the Seidel form's, :func:`_basis`) of a
+    fitted ``start`` field (with its shifts)."""
+    names = [name for name, _ in SEIDEL]
     starts = []
     for defocus, spherical in STARTS:
         weights = np.zeros(len(SEIDEL))
@@ -381,8 +385,7 @@ def _seidel_starts(
         starts.append((weights, shifts))
     if start is not None:
         field, start_shifts = start
-        pedestal = np.zeros(len(field.polynomials)) if field.pedestal is None else field.pedestal
-        polynomials = np.column_stack([field.polynomials, pedestal])
+        polynomials = _with_pedestal(field.polynomials, field.pedestal)
         starts.append((_weights(polynomials, basis), start_shifts))
     return starts
 
@@ -436,7 +439,7 @@ def fit_pupil_field(
         ]
         iterations = _ITERATIONS
     else:
-        starts, iterations = _seidel_starts(degree, shifts, start), _STAGE_ITERATIONS
+        starts, iterations = _seidel_starts(basis, shifts, start), _STAGE_ITERATIONS
     fits = [
         _least_squares(pupil, target, design, parameters, start_shifts, iterations, basis)
         for parameters, start_shifts in starts
