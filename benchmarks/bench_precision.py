@@ -8,8 +8,8 @@ batches of 16 whole 64x64 frames, Adam on MSE):
 - ``step``: a training step of CG U-Net(3), U-Net(6) and care-unet in float32, under bf16
   autocast, in channels-last memory, and both; ratios to float32;
 - ``crop_step``: the same on the sensor preset's batches: 16 crops of 64x64, each with
-  its own origin on a 256x256 sensor (the gates evaluated per sample), float32 vs bf16
-  autocast with channels-last;
+  its own origin on a 256x256 sensor, new origins every step as in training (the gates
+  evaluated per sample), float32 vs bf16 autocast with channels-last;
 - ``inference``: eval forward of a 256x256 frame, float32 vs bf16 autocast;
 - ``threads``: a float32 step on two threads vs one (wall time; with two runs at a time on
   2 cores, one thread per run is what the studies use);
@@ -55,13 +55,22 @@ def _step_case(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    where = ()
-    if sensor is not None:
-        origins = torch.randint(0, sensor - size + 1, (batch, 2), generator=torch.Generator())
-        where = (origins, (sensor, sensor))
-    step = adam_step(model, x, x, *where)
+    if sensor is None:
+        step = adam_step(model, x, x)
+        draw = None
+    else:
+        # new crops every step, as in training: the union of their pixels, and with it the
+        # shape of the gates' matrix products, changes from step to step
+        generator = torch.Generator().manual_seed(0)
+        origins = torch.zeros(batch, 2, dtype=torch.long)
+        step = adam_step(model, x, x, origins, (sensor, sensor))
+
+        def draw() -> None:
+            origins.copy_(torch.randint(0, sensor - size + 1, (batch, 2), generator=generator))
 
     def case() -> None:
+        if draw is not None:
+            draw()
         with _autocast(bf16):
             step()
 

@@ -271,3 +271,17 @@ def test_eval_cache_is_bounded(monkeypatch):
         for row in range(6):  # on the pixel grid: crops of one gate of the whole frame
             layer(torch.ones(1, 2, 10, 10), origin=(row, 0), full_size=(20, 20))
     assert len(layer._cache) == 1 and layer.cache_bytes == 4 * 2 * 20 * 20
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_reduced_precision_features_get_the_float32_gate_cast(autocast):
+    # coordinates and encoder stay float32 for bf16 features: in bf16 the outer pixels of a
+    # 512-px sensor would share coordinates, and oneDNN's bf16 product is slow on the CPU
+    gate = randomise(CoordGate(3, dim=2, hidden=16, layers=2)).train()
+    origins = torch.tensor([[0, 448], [448, 0], [200, 301]])
+    x = torch.ones(3, 3, 64, 64)
+    exact = gate.weights_for(x, origins, (512, 512))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        reduced = gate.weights_for(x.bfloat16(), origins, (512, 512))
+    assert reduced.dtype == torch.bfloat16
+    assert torch.equal(reduced, exact.bfloat16())

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from coordgate.devices import supports_bf16
 from coordgate.models import build_model
 from coordgate.training import (
     CheckpointConfig,
@@ -101,7 +102,7 @@ def test_fit_writes_checkpoints_metrics_and_improves(tmp_path):
         model,
         train,
         val,
-        quiet(epochs=3),
+        quiet(epochs=3, amp=False),  # float32, so that evaluate() repeats its val losses
         tmp_path,
         model_spec=SPEC,
         record=CheckpointConfig(SPEC, normalisation={"low": 0.1, "high": 0.9}),
@@ -182,28 +183,30 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
 
 
 def test_finished_run_is_reused_and_extended_only_on_resume(tmp_path):
-    train, val = PairSet(8, seed=0), PairSet(4, seed=1)
-    first = fit(new_model(), train, val, quiet(epochs=2), tmp_path, model_spec=SPEC)
+    train, val = PairSet(8, seed=0), PairSet(4, seed=1)  # float32: evaluate() repeats
+    first = fit(new_model(), train, val, quiet(epochs=2, amp=False), tmp_path, model_spec=SPEC)
 
     model = new_model()
-    again = fit(model, train, val, quiet(epochs=2), tmp_path, model_spec=SPEC)
+    again = fit(model, train, val, quiet(epochs=2, amp=False), tmp_path, model_spec=SPEC)
     assert again.reused and again.history == first.history
     assert evaluate(model, val, device="cpu")["loss"] == pytest.approx(first.best["val_loss"])
 
     with pytest.raises(ValueError, match="epochs"):
-        fit(new_model(), train, val, quiet(epochs=3), tmp_path, model_spec=SPEC)
+        fit(new_model(), train, val, quiet(epochs=3, amp=False), tmp_path, model_spec=SPEC)
     other = {"name": "unet3", "options": {"base_channels": 2}}
     with pytest.raises(ValueError, match="another output directory"):
         fit(
             build_model("unet3", base_channels=2),
             train,
             val,
-            quiet(epochs=2),
+            quiet(epochs=2, amp=False),
             tmp_path,
             model_spec=other,
         )
 
-    longer = fit(new_model(), train, val, quiet(epochs=3), tmp_path, model_spec=SPEC, resume=True)
+    longer = fit(
+        new_model(), train, val, quiet(epochs=3, amp=False), tmp_path, model_spec=SPEC, resume=True
+    )
     assert not longer.reused
     assert longer.history[:2] == first.history and len(longer.history) == 3
 
@@ -474,6 +477,18 @@ def test_a_record_may_repeat_what_the_run_writes(tmp_path):
     _, written = load_checkpoint(tmp_path)
     assert written.dataset == {"name": "tiny"} and written.full_size == (48, 60)
     assert written.epoch == 1 and written.kind == "best"
+
+
+def test_precision_defaults_to_bf16_where_it_is_fast_and_is_recorded_as_run(tmp_path):
+    train, val = PairSet(8, seed=0), PairSet(4, seed=1)
+    result = fit(new_model(PLAIN), train, val, quiet(epochs=1), tmp_path, model_spec=PLAIN)
+    _, written = load_checkpoint(result.best_checkpoint)
+    fast = supports_bf16(torch.device("cpu"))
+    assert written.training["amp"] is fast and written.training["channels_last"] is fast
+    off = fit(new_model(PLAIN), train, val, quiet(epochs=1, amp=False), tmp_path / "fp32",
+              model_spec=PLAIN)  # fmt: skip
+    _, written = load_checkpoint(off.best_checkpoint)
+    assert written.training["amp"] is False and written.training["channels_last"] is False
 
 
 def test_bf16_channels_last_training_saves_plain_checkpoints(tmp_path):

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from coordgate.atomic import atomic_write
-from coordgate.devices import resolve_device
+from coordgate.devices import resolve_device, supports_bf16
 from coordgate.provenance import environment
 from coordgate.training.checkpoint import (
     BEST_CHECKPOINT,
@@ -99,16 +99,16 @@ class TrainConfig:
     torch's ``ReduceLROnPlateau`` default); the best checkpoint follows every drop.
     ``loss``: ``"mse"`` (paper), ``"mae"``, or ``"auto"``: the model's ``training_loss``
     attribute when it has one (``care-unet``: mae), else mse.
-    ``amp``: bf16 autocast; None turns it on for CUDA devices that support bf16 (on this
-    project's AVX-512-BF16 CPU a whole-frame step takes 0.70-0.76 of the float32 time,
-    ``benchmarks/results/precision.json``).
+    ``amp``: bf16 autocast; None turns it on where bf16 has fast kernels
+    (:func:`~coordgate.devices.supports_bf16`: CUDA with bf16, CPUs with oneDNN bf16).
     ``channels_last``: the model's weights and the training batches in channels-last
-    memory (0.67-0.82 of a float32 step on that CPU, 0.46-0.53 together with bf16); None:
-    on when bf16 autocast runs on the CPU. Checkpoints are float32 and contiguous either
-    way. Measured: CG U-Net(3), 70 epochs on the cpu data (whole frames), test PSNR 30.06
-    dB in bf16 + channels-last vs 30.13 in float32 (one seed); but on 64² crops with
-    per-sample origins, two threads, an epoch took 7.3 s against 3.0 s in float32 (one run
-    each, the bf16 one with another training on the machine), so neither is a default."""
+    memory; None: on when bf16 autocast runs on the CPU. Checkpoints are float32 and
+    contiguous either way. On this project's AVX-512-BF16 CPU, one thread, idle
+    (``benchmarks/results/precision.json``), a step in bf16 + channels-last takes 0.34-0.54
+    of the float32 time on whole 64² frames and 0.31-0.75 on 64² crops with new per-sample
+    origins every step (CG U-Net(3) 0.75, U-Net(6) 0.59, care-unet 0.31); validation PSNR
+    after 20 epochs +0.02 dB against float32 (the benchmark's quality run), and 30.06 vs
+    30.13 dB test PSNR after 70 epochs on the cpu data (one seed): within noise."""
 
     epochs: int = 10
     batch_size: int = 8
@@ -335,7 +335,16 @@ def _predict(
 def _use_amp(amp: bool | None, device: torch.device) -> bool:
     if amp is not None:
         return amp
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return supports_bf16(device)
+
+
+def _precision(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels-last) of a run of ``config`` on ``device``."""
+    amp = _use_amp(config.amp, device)
+    channels_last = config.channels_last
+    if channels_last is None:
+        channels_last = amp and device.type == "cpu"
+    return amp, channels_last
 
 
 def _check_dataset(dataset: Dataset, name: str) -> dict:
@@ -489,10 +498,7 @@ class _Run:
         self.record, self.context = record, context
         self.train_set, self.val_set = train_set, val_set
         self.device = context.device
-        self.amp = _use_amp(config.amp, self.device)
-        self.channels_last = config.channels_last
-        if self.channels_last is None:
-            self.channels_last = self.amp and self.device.type == "cpu"
+        self.amp, self.channels_last = _precision(config, self.device)
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -861,7 +867,7 @@ def fit(
     out_dir = Path(out_dir)
     spec = _check_spec(model, model_spec)
     context = init_distributed(config.device)
-    record = _run_record(record, spec, sensor, config)
+    record = _run_record(record, spec, sensor, config, context.device)
 
     finished = _finished_run(out_dir, spec, config, resume)
     if finished is not None:
@@ -890,20 +896,28 @@ def fit(
 
 
 def _run_record(
-    record: CheckpointConfig | None, spec: dict, sensor: tuple[int, int], config: TrainConfig
+    record: CheckpointConfig | None,
+    spec: dict,
+    sensor: tuple[int, int],
+    config: TrainConfig,
+    device: torch.device,
 ) -> CheckpointConfig:
     """The caller's ``record`` (what it knows of the data) completed with what the run
     writes itself: the model spec, sensor size, training options, seed and environment
-    (each checkpoint adds its kind, epoch and metrics). A field of those that ``record``
-    sets otherwise is an error, not silently replaced."""
+    (bf16 and channels-last as resolved on ``device``; each checkpoint adds its kind, epoch
+    and metrics). A field of those that ``record`` sets otherwise is an error, not silently
+    replaced."""
     if record is not None and not isinstance(record, CheckpointConfig):
         raise ValueError(f"record must be a CheckpointConfig, got {type(record).__name__}")
     record = record or CheckpointConfig(spec)
-    written = dict(model=spec, full_size=sensor, training=config.to_dict(), seed=config.seed)
+    amp, channels_last = _precision(config, device)
+    training = replace(config, amp=amp, channels_last=channels_last).to_dict()
+    written = dict(model=spec, full_size=sensor, training=training, seed=config.seed)
+    given = {"training": (training, config.to_dict())}  # as resolved, or as configured
     clashing = [
         name
         for name in (*written, "environment", "kind", "epoch", "metrics")
-        if getattr(record, name) not in (None, written.get(name))
+        if getattr(record, name) not in (None, *given.get(name, (written.get(name),)))
     ]
     if clashing:
         raise ValueError(
