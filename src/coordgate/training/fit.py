@@ -106,9 +106,12 @@ class TrainConfig:
     contiguous either way. On this project's AVX-512-BF16 CPU, one thread, idle
     (``benchmarks/results/precision.json``), a step in bf16 + channels-last takes 0.34-0.54
     of the float32 time on whole 64² frames and 0.31-0.75 on 64² crops with new per-sample
-    origins every step (CG U-Net(3) 0.75, U-Net(6) 0.59, care-unet 0.31); validation PSNR
-    after 20 epochs +0.02 dB against float32 (the benchmark's quality run), and 30.06 vs
-    30.13 dB test PSNR after 70 epochs on the cpu data (one seed): within noise."""
+    origins every step (CG U-Net(3) 0.75, U-Net(6) 0.59, care-unet 0.31). Quality: +0.02
+    dB validation PSNR after 20 epochs (the benchmark's quality run), -0.07 dB test PSNR
+    after 70 epochs on the cpu data, but -0.24 dB (CG U-Net(3), its gates then still in
+    bf16) and -0.12 dB (U-Net(6)) after 560 (``results/cpu`` against the float32 runs of
+    ``results/plateau/cpu``, seed 0): at equal epochs bf16 costs a little at long budgets;
+    it runs 1.3-3x the epochs in the same time. ``--no-amp`` for float32."""
 
     epochs: int = 10
     batch_size: int = 8
