@@ -55,22 +55,18 @@ def _step_case(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    if sensor is None:
-        step = adam_step(model, x, x)
-        draw = None
-    else:
+    where = ()
+    if sensor is not None:
         # new crops every step, as in training: the union of their pixels, and with it the
         # shape of the gates' matrix products, changes from step to step
         generator = torch.Generator().manual_seed(0)
         origins = torch.zeros(batch, 2, dtype=torch.long)
-        step = adam_step(model, x, x, origins, (sensor, sensor))
-
-        def draw() -> None:
-            origins.copy_(torch.randint(0, sensor - size + 1, (batch, 2), generator=generator))
+        where = (origins, (sensor, sensor))
+    step = adam_step(model, x, x, *where)
 
     def case() -> None:
-        if draw is not None:
-            draw()
+        if sensor is not None:
+            origins.copy_(torch.randint(0, sensor - size + 1, (batch, 2), generator=generator))
         with _autocast(bf16):
             step()
 

@@ -274,10 +274,11 @@ def test_eval_cache_is_bounded(monkeypatch):
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_reduced_precision_features_get_the_float32_gate_cast(autocast):
+@pytest.mark.parametrize("options", [{"hidden": 16, "layers": 2}, {"mode": "lowres", "grid": 5}])
+def test_reduced_precision_features_get_the_float32_gate_cast(autocast, options):
     # coordinates and encoder stay float32 for bf16 features: in bf16 the outer pixels of a
     # 512-px sensor would share coordinates, and oneDNN's bf16 product is slow on the CPU
-    gate = randomise(CoordGate(3, dim=2, hidden=16, layers=2)).train()
+    gate = randomise(CoordGate(3, dim=2, **options)).train()
     origins = torch.tensor([[0, 448], [448, 0], [200, 301]])
     x = torch.ones(3, 3, 64, 64)
     exact = gate.weights_for(x, origins, (512, 512))

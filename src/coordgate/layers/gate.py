@@ -14,13 +14,14 @@ is a pointwise function of the coordinates, and gradients flow back through the 
 every pixel's encoder evaluation. The encoder runs hidden-major, (features, points), so each
 Linear is one matrix product over all the points.
 
-Precision. The coordinates and the encoder are float32 (or the parameters' float64) also
-when the features are bf16 or float16, under autocast or not; only the gate is cast to the
-features' dtype. In bf16 the coordinates of a 256-px sensor's outer pixels are 2 px apart,
-and on the CPU oneDNN's bf16 matrix product is slow for a number of points that changes
-every step (the union of random crops): a CG U-Net(3) training step under bf16 autocast,
-one thread, 16 crops of 64² with random origins, took 0.219 s with a bf16 encoder and 0.067
-s with this float32 one (0.11 s in float32 throughout).
+Precision. The coordinates, the encoder and the low-resolution map's interpolation are
+float32 (or the parameters' float64) also when the features are bf16 or float16, under
+autocast or not; only the gate is cast to the features' dtype. In bf16 the coordinates of a
+256-px sensor's outer pixels are 2 px apart, and on the CPU oneDNN's bf16 matrix product is
+slow for a number of points that changes every step (the union of random crops): a CG
+U-Net(3) training step under bf16 autocast, one thread, 16 crops of 64² with random
+origins, took 0.219 s with a bf16 encoder and 0.067 s with this float32 one (0.11 s in
+float32 throughout).
 """
 
 from __future__ import annotations
@@ -217,13 +218,15 @@ class CoordGate(nn.Module):
         if self.mode == "mlp":
             points = pixel_union(size, [frame], device=device, dtype=_exact(dtype)).points
             return self._encode(points, dtype).view(self.channels, *size)
-        axes = frame.axes(size, device=device, dtype=dtype)
-        out = self.map.to(dtype)
-        for a, coords in enumerate(axes):
-            w = cubic_weights(coords, self.grid)  # (size[a], grid)
-            out = torch.tensordot(out, w, dims=([1 + a], [1]))  # interpolated axis goes last
-            out = torch.movedim(out, out.ndim - 1, 1 + a)
-        return out
+        exact = _exact(dtype)
+        with torch.autocast(torch.device(device).type, enabled=False):
+            axes = frame.axes(size, device=device, dtype=exact)
+            out = self.map.to(exact)
+            for a, coords in enumerate(axes):
+                w = cubic_weights(coords, self.grid)  # (size[a], grid)
+                out = torch.tensordot(out, w, dims=([1 + a], [1]))  # interpolated axis last
+                out = torch.movedim(out, out.ndim - 1, 1 + a)
+        return out.to(dtype)
 
     def gates(
         self,
